@@ -1,0 +1,37 @@
+"""Live invalidation events for Django: SSE and long-poll, fed by Redis.
+
+Public API::
+
+    from events import publish, apublish, publish_on_commit
+
+The functions are imported on first use, so importing ``events`` does nothing
+(no settings read, no connection).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["PublishError", "apublish", "make_token", "publish", "publish_on_commit"]
+
+if TYPE_CHECKING:
+    from .exceptions import PublishError
+    from .publishing import apublish, publish, publish_on_commit
+    from .tokens import make_token
+
+_EXPORTS = {
+    "publish": "publishing",
+    "apublish": "publishing",
+    "publish_on_commit": "publishing",
+    "PublishError": "exceptions",
+    "make_token": "tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"events.{module}"), name)

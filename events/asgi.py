@@ -1,0 +1,151 @@
+"""ASGI glue: lifespan for the hub, prompt shutdown, and one thread for all streams.
+
+Django has no ASGI lifespan support (it raises on the lifespan scope), so
+``project/asgi.py`` wraps Django's handler with :func:`events_asgi_app`::
+
+    application = events_asgi_app()
+
+which
+
+- answers ``lifespan``: on startup it starts this process's hub and hooks
+  SIGTERM/SIGINT; on shutdown it stops the hub and closes Redis clients. Run
+  uvicorn with ``--lifespan on`` so a startup failure is fatal;
+- ends open streams as soon as the server is told to stop. uvicorn waits for
+  open requests before running lifespan shutdown, so that is too late; instead
+  the signal handler uvicorn installed is chained (not replaced, no server
+  class patched): ours asks the hub to end every stream cleanly, then calls
+  uvicorn's. ``--timeout-graceful-shutdown`` stays the backstop;
+- serves the events views without a per-request thread. Django runs each
+  request in its own ``ThreadSensitiveContext``, which keeps one executor
+  thread alive per open request (10,000 threads for 10,000 streams). The
+  stream and poll views touch no ORM while they wait, so their requests run
+  without that context and share asgiref's single sync thread for the few
+  sync calls Django makes (request signals, ``response.close()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
+from typing import Any
+
+from django.core.handlers.asgi import ASGIHandler
+from django.urls import Resolver404, get_resolver
+
+from .connection import aclose_clients
+from .hub import get_hub, pop_hub
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def thread_lean(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an async view as safe to run without a per-request thread (see module doc)."""
+    view.events_thread_lean = True  # type: ignore[attr-defined]
+    return view
+
+
+class EventsASGIHandler(ASGIHandler):
+    """Django's ASGI handler, minus the per-request thread for ``thread_lean`` views."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._is_thread_lean(scope):
+            await self.handle(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def _is_thread_lean(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        try:
+            match = get_resolver().resolve(path or "/")
+        except Resolver404:
+            return False
+        return bool(getattr(match.func, "events_thread_lean", False))
+
+
+class LifespanApp:
+    """Wraps an ASGI app and handles the ``lifespan`` scope for the events hub."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    startup()
+                except Exception as exc:
+                    logger.exception("events: startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def startup() -> None:
+    """Start this process's hub and chain the shutdown signals to it."""
+    hub = get_hub()
+    hub.start()
+    loop = asyncio.get_running_loop()
+    for signum in SHUTDOWN_SIGNALS:
+        _chain_signal(signum, lambda: loop.call_soon_threadsafe(hub.begin_shutdown))
+
+
+def _chain_signal(signum: int, on_signal: Callable[[], object]) -> None:
+    """Run ``on_signal`` before the server's own handler for ``signum``, if it has one."""
+    try:
+        previous = signal.getsignal(signum)
+    except ValueError:
+        return
+    if not callable(previous) or getattr(previous, "events_chained", False):
+        # No Python-level server handler (e.g. a server run in a thread by
+        # tests installs none), or already chained: nothing to do.
+        return
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        on_signal()
+        previous(sig, frame)
+
+    handler.events_chained = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signum, handler)
+    except ValueError:
+        pass  # not the main thread
+
+
+async def shutdown() -> None:
+    """Stop this process's hub and close its Redis clients."""
+    hub = pop_hub()
+    if hub is not None:
+        await hub.stop()
+    await aclose_clients()
+
+
+def events_asgi_app() -> LifespanApp:
+    """The project's ASGI application: Django (thread-lean for events) plus lifespan."""
+    import django
+
+    django.setup(set_prefix=False)
+    return LifespanApp(EventsASGIHandler())

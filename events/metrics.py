@@ -1,0 +1,23 @@
+"""Prometheus metrics of the events app (exposed by ``views.metrics``).
+
+Counters and gauges are per worker process; with several workers, set
+``PROMETHEUS_MULTIPROC_DIR`` as prometheus-client documents, or scrape each
+worker. Creating metric objects at import is what prometheus-client expects
+and does no I/O.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+STREAMS_OPEN = Gauge("events_streams_open", "SSE streams open in this process.")
+POLLS_WAITING = Gauge("events_polls_waiting", "Long-polls waiting in this process.")
+TOPICS_SUBSCRIBED = Gauge("events_topics_subscribed", "Topics this process's hub is subscribed to in Redis.")
+HUB_CONNECTED = Gauge("events_hub_connected", "1 while the hub's Redis pub/sub connection is up.")
+EVENTS_PUBLISHED = Counter("events_published", "Events published from this process.")
+EVENTS_RECEIVED = Counter("events_received", "Events the hub received from Redis (live or gap fill).")
+EVENTS_DELIVERED = Counter("events_delivered", "Event frames handed to streams and polls.")
+CLIENTS_COALESCED = Counter("events_clients_coalesced", "Times a slow client's queue overflowed and coalesced.")
+CLIENTS_RESET = Counter("events_clients_reset", "Reset events sent (history expired or unknown id).")
+REDIS_RECONNECTS = Counter("events_redis_reconnects", "Times the hub reconnected to Redis after losing it.")
+STREAMS_REJECTED = Counter("events_streams_rejected", "Streams and polls turned away (limits, Redis down, shutdown).", ["reason"])

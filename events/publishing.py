@@ -1,0 +1,99 @@
+"""Publishing: append an event to the history and announce it, in one round trip.
+
+A server-side Lua script does both ``XADD`` (the bounded history) and
+``PUBLISH`` (live delivery) atomically, so history and live delivery never
+disagree and the id a client sees live is the id it resumes from.
+
+``publish`` works from sync code (views, shells, management commands, Celery
+tasks); ``apublish`` from async code. ``publish_on_commit`` defers the publish
+until the current database transaction commits, so clients that re-fetch on
+the invalidation never read the old rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+import redis.asyncio
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+
+from . import metrics
+from .conf import conf
+from .connection import channel_name, get_async_client, get_sync_client, history_key
+from .exceptions import PublishError
+from .topics import validate_event_name, validate_topic
+
+DEFAULT_EVENT = "invalidate"
+
+# KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
+PUBLISH_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
+redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+return id
+"""
+
+
+def _prepare(topic: str, data: Any, event: str) -> tuple[list[str], list[Any]]:
+    """Validate and encode a publish; returns the script's keys and arguments."""
+    validate_topic(topic)
+    validate_event_name(event)
+    try:
+        payload = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"Event data for topic {topic!r} is not JSON-serialisable: {exc}") from exc
+    size = len(payload.encode())
+    if size > conf.MAX_PAYLOAD:
+        raise ValueError(
+            f"Event data for topic {topic!r} is {size} bytes of JSON; the limit (EVENTS['MAX_PAYLOAD']) is "
+            f"{conf.MAX_PAYLOAD}. Publish an invalidation and let clients fetch the data."
+        )
+    return [history_key()], [conf.HISTORY, topic, event, payload, channel_name(topic)]
+
+
+def _failed(topic: str, exc: redis.RedisError) -> PublishError:
+    return PublishError(
+        f"Could not publish to topic {topic!r}: Redis at {conf.REDIS_URL} failed ({type(exc).__name__}: {exc})."
+    )
+
+
+def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
+    """Publish ``event`` on ``topic`` with an optional JSON-serialisable payload; return its id.
+
+    Raises ValueError/TypeError for bad arguments and PublishError when Redis
+    cannot be reached (within about a second, never hanging).
+    """
+    keys, args = _prepare(topic, data, event)
+    client = get_sync_client()
+    try:
+        event_id = client.register_script(PUBLISH_SCRIPT)(keys=keys, args=args)
+    except redis.RedisError as exc:
+        raise _failed(topic, exc) from exc
+    metrics.EVENTS_PUBLISHED.inc()
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
+    """Async version of :func:`publish`."""
+    keys, args = _prepare(topic, data, event)
+    client = get_async_client()
+    try:
+        event_id = await client.register_script(PUBLISH_SCRIPT)(keys=keys, args=args)
+    except redis.RedisError as exc:
+        raise _failed(topic, exc) from exc
+    metrics.EVENTS_PUBLISHED.inc()
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+def publish_on_commit(topic: str, data: Any = None, event: str = DEFAULT_EVENT, using: str | None = None) -> None:
+    """Publish once the current transaction on ``using`` commits; never on rollback.
+
+    Outside a transaction (autocommit) it publishes at once. Arguments are
+    checked now, so a mistake raises here rather than after the commit. A
+    publish that fails after the commit is logged, not raised: the data is
+    already committed and the request should not fail because of it.
+    """
+    _prepare(topic, data, event)
+    transaction.on_commit(lambda: publish(topic, data, event), using=using, robust=True)

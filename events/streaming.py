@@ -1,0 +1,100 @@
+"""The body of one SSE response: an async generator of bytes.
+
+Order of work, which is what makes resuming exact:
+
+1. send the first bytes at once (``retry:`` hint and a comment), so proxies
+   and browsers see the stream open;
+2. attach to the hub, which returns once the topics are subscribed in Redis;
+3. read the history after the client's ``Last-Event-ID`` (if any) and send
+   it (or a ``reset``); live events that arrived meanwhile are queued, and the
+   ones already replayed are dropped by id;
+4. forward live events, heartbeats and, at the end, a closing comment.
+
+When the server cannot serve (Redis down, too many streams, shutting down),
+the stream says why in a comment and ends normally: a plain ``EventSource``
+retries after the ``retry:`` delay, where a non-200 status would stop it for
+good. Cleanup (``finally``) only detaches from the hub: synchronous, cheap and
+idempotent, as a cancelled or garbage-collected generator needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+
+import redis
+
+from . import history, metrics, sse
+from .conf import conf
+from .connection import get_async_client
+from .exceptions import HubUnavailable
+from .hub import get_hub
+from .ids import parse_id
+from .subscriber import Subscriber
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = sse.encode_comment("heartbeat")
+
+
+def retry_hint() -> bytes:
+    """The ``retry:`` field, with up to +50% jitter so reconnects do not arrive as a storm."""
+    base = conf.RETRY_MS
+    return sse.encode_retry(base + random.randint(0, base // 2))
+
+
+async def event_stream(topics: frozenset[str], last_event_id: str | None) -> AsyncIterator[bytes]:
+    hub = get_hub()
+    client = Subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
+    loop = asyncio.get_running_loop()
+    client.task = asyncio.current_task()
+    try:
+        # First bytes at once, before any Redis work, so the stream is seen open.
+        yield retry_hint() + sse.encode_comment("stream open")
+        try:
+            await hub.attach(client)
+        except HubUnavailable as exc:
+            logger.info("events: stream refused: %s", exc)
+            yield sse.encode_comment(f"unavailable: {exc}; retry later")
+            return
+        if conf.MAX_STREAM_AGE > 0:
+            age = conf.MAX_STREAM_AGE
+            client.deadline = loop.time() + age * random.uniform(0.85, 1.0)
+        logger.debug("events: stream open on %s", sorted(topics))
+
+        if last_event_id is not None:
+            try:
+                replay = await history.read_after(get_async_client(), last_event_id, topics)
+            except redis.RedisError as exc:
+                yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
+                return
+            if replay.reset is not None:
+                metrics.CLIENTS_RESET.inc()
+                client.last_key = replay.reset.key
+                yield replay.reset.frame
+            else:
+                client.last_key = parse_id(last_event_id)
+                if replay.events:
+                    client.last_key = replay.events[-1].key
+                    metrics.EVENTS_DELIVERED.inc(len(replay.events))
+                    yield b"".join(message.frame for message in replay.events)
+
+        while True:
+            await client.wait()
+            if client.close_reason is not None:
+                yield retry_hint() + sse.encode_comment(f"closing: {client.close_reason}; reconnect")
+                return
+            messages = client.take()
+            chunk = b"".join([message.frame for message in messages])
+            if client.heartbeat_due:
+                client.heartbeat_due = False
+                chunk += HEARTBEAT
+            if chunk:
+                metrics.EVENTS_DELIVERED.inc(len(messages))
+                client.sending_since = loop.time()
+                yield chunk
+                client.sending_since = None
+    finally:
+        hub.detach(client)

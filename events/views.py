@@ -1,0 +1,138 @@
+"""HTTP views: the SSE stream, the long-poll, health and metrics. Kept thin.
+
+Each view validates the request and authorizes the topics before any Redis
+work; the streaming and waiting live in ``streaming.py`` and ``polling.py``.
+Errors are JSON: ``{"error": "<message for people>", "code": "<stable code>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+import redis
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import params
+from .asgi import thread_lean
+from .authorization import denied_topics
+from .connection import get_async_client
+from .exceptions import HubUnavailable
+from .hub import get_hub
+from .polling import long_poll
+from .streaming import event_stream
+from .tokens import InvalidToken, granted_topics
+
+logger = logging.getLogger(__name__)
+
+View = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+def error(status: int, code: str, message: str) -> JsonResponse:
+    response = JsonResponse({"error": message, "code": code}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def get_only(view: View) -> View:
+    """Answer any method but GET with a JSON 405 (Django's own 405 has no body)."""
+
+    @wraps(view)
+    async def wrapper(request: HttpRequest) -> HttpResponse:
+        if request.method != "GET":
+            response = error(405, "method_not_allowed", f"Method {request.method} is not allowed here; use GET.")
+            response["Allow"] = "GET"
+            return response
+        return await view(request)
+
+    return wrapper
+
+
+async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpResponse | None:
+    """Parse the token and ask the hook; a 403 (saying nothing about the topics) if denied."""
+    token = params.parse_token(request)
+    granted: frozenset[str] = frozenset()
+    if token is not None:
+        try:
+            granted = granted_topics(token)
+        except InvalidToken as exc:
+            return error(403, "invalid_token", str(exc))
+    if await denied_topics(request, topics - granted):
+        return error(403, "forbidden", "You are not allowed to read one or more of the requested topics.")
+    return None
+
+
+@thread_lean
+@get_only
+async def stream(request: HttpRequest) -> HttpResponse:
+    try:
+        topics = params.parse_topics(request)
+        last_event_id = params.parse_last_event_id(request)
+        refusal = await _topics_allowed(request, topics)
+    except params.BadRequest as exc:
+        return error(exc.status, exc.code, exc.message)
+    if refusal is not None:
+        return refusal
+    response = StreamingHttpResponse(event_stream(topics, last_event_id), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    # Tell nginx not to buffer this response (the deploy config also says so).
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@thread_lean
+@get_only
+async def poll(request: HttpRequest) -> HttpResponse:
+    try:
+        topics = params.parse_topics(request)
+        since = params.parse_since(request)
+        refusal = await _topics_allowed(request, topics)
+    except params.BadRequest as exc:
+        return error(exc.status, exc.code, exc.message)
+    if refusal is not None:
+        return refusal
+    try:
+        answer = await long_poll(topics, since)
+    except HubUnavailable as exc:
+        response = error(503, "unavailable", f"Cannot wait for events now: {exc}. Retry later.")
+        response["Retry-After"] = "2"
+        return response
+    except redis.RedisError as exc:
+        logger.warning("events: long-poll failed: %s: %s", type(exc).__name__, exc)
+        response = error(503, "unavailable", "Redis is unreachable. Retry later.")
+        response["Retry-After"] = "2"
+        return response
+    response = JsonResponse(answer)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@get_only
+async def health(request: HttpRequest) -> HttpResponse:
+    """For load balancers: 200 when Redis answers and the hub is connected (or idle)."""
+    hub = get_hub()
+    try:
+        redis_ok = bool(await get_async_client().ping())
+    except (redis.RedisError, OSError):
+        redis_ok = False
+    hub_state = "connected" if hub.connected else ("disconnected" if hub.started else "idle")
+    healthy = redis_ok and hub_state != "disconnected" and not hub.closing
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "redis": redis_ok,
+        "hub": hub_state,
+        "shutting_down": hub.closing,
+        "streams": len(hub.streams),
+        "polls": len(hub.polls),
+    }
+    response = JsonResponse(body, status=200 if healthy else 503)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@get_only
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of this worker process (restrict access in nginx)."""
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
