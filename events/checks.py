@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register as register_check
+from django.core.checks import CheckMessage, Error, Tags, Warning
+from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS
@@ -46,7 +47,11 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for key in sorted(set(config) - set(DEFAULTS)):
         errors.append(
-            Error(f"EVENTS has an unknown key {key!r}.", hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.", id="events.E002")
+            Error(
+                f"EVENTS has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="events.E002",
+            )
         )
     for key, minimum, integer in _NUMBERS:
         value = config.get(key, DEFAULTS[key])
@@ -72,7 +77,10 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         else:
             if not callable(hook):
                 errors.append(Error(f"EVENTS['AUTHORIZE'] {path!r} is not callable.", id="events.E006"))
-    queue_size, max_topics = config.get("QUEUE_SIZE", DEFAULTS["QUEUE_SIZE"]), config.get("MAX_TOPICS", DEFAULTS["MAX_TOPICS"])
+    queue_size, max_topics = (
+        config.get("QUEUE_SIZE", DEFAULTS["QUEUE_SIZE"]),
+        config.get("MAX_TOPICS", DEFAULTS["MAX_TOPICS"]),
+    )
     if isinstance(queue_size, int) and isinstance(max_topics, int) and queue_size < max_topics:
         errors.append(
             Error(

@@ -1,13 +1,15 @@
 """History: reading the bounded Redis Stream to replay what a client missed.
 
-One Lua script reads, atomically, the stream's last generated id, the largest
-id trimmed away (``max-deleted-entry-id``, Redis >= 7.0), whether the client's
-id exists, and the entries after it on the wanted topics. From those:
+One Lua script reads, atomically, the stream's last generated id, its first
+retained id, whether anything was ever trimmed away, whether the client's id
+is in the stream, and the entries after it on the wanted topics. From those:
 
-- the id is newer than anything generated, or in range but absent: it is
-  *unknown* (another Redis, a flushed Redis, a made-up id) -> reset;
-- events after the id were trimmed away: it is *expired* -> reset;
-- otherwise the entries after it are the complete, ordered replay.
+- an id that is in the stream (or ``0-0`` with nothing trimmed): the entries
+  after it are the complete, ordered replay;
+- an id older than the first retained entry, after trimming: events after it
+  may be gone, it is *expired* -> reset;
+- any other id (newer than anything generated, in range but absent, from a
+  flushed or another Redis): it is *unknown* -> reset.
 """
 
 from __future__ import annotations
@@ -22,21 +24,27 @@ from .ids import ZERO_ID, parse_id
 from .messages import Message
 
 # KEYS[1]: history. ARGV[1]: the client's id, or "$" for "now". ARGV[2..]: topics.
+# Returns {last generated id, first retained id or "", trimmed (0/1), known (0/1), entries}.
 READ_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'0-0', '0-0', 0, {}}
+  return {'0-0', '', 0, 0, {}}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, trimmed = '0-0', '0-0'
+local last, first, length, added = '0-0', '', 0, 0
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = info[i + 1]
-  elseif info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+  local name = info[i]
+  if name == 'last-generated-id' then last = info[i + 1]
+  elseif name == 'first-entry' and info[i + 1] then first = info[i + 1][1]
+  elseif name == 'length' then length = info[i + 1]
+  elseif name == 'entries-added' then added = info[i + 1] end
 end
+local trimmed = 0
+if added > length then trimmed = 1 end
 local since = ARGV[1]
 if since == '$' then
-  return {last, trimmed, 1, {}}
+  return {last, first, trimmed, 1, {}}
 end
-local known = 1
+local known = 0
 if since ~= '0-0' then
   known = #redis.call('XRANGE', KEYS[1], since, since)
 end
@@ -46,7 +54,7 @@ local found = {}
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. since, '+')) do
   if wanted[entry[2][2]] then found[#found + 1] = entry end
 end
-return {last, trimmed, known, found}
+return {last, first, trimmed, known, found}
 """
 
 
@@ -68,21 +76,19 @@ async def read_after(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     wanted = list(topics)
     if not wanted:
         return Replay(last_id=since)
-    raw_last, raw_trimmed, known, entries = await client.register_script(READ_SCRIPT)(
+    raw_last, raw_first, trimmed, known, entries = await client.register_script(READ_SCRIPT)(
         keys=[history_key()], args=[since, *wanted]
     )
-    last_id, trimmed_id = _decode(raw_last), _decode(raw_trimmed)
-    since_key, last_key = parse_id(since), parse_id(last_id)
-    if since_key > last_key:
-        return Replay(last_id, reset=Message.reset(last_id, "unknown-id"))
-    if since_key < parse_id(trimmed_id):
+    last_id = _decode(raw_last)
+    if known or (since == ZERO_ID and not trimmed):
+        return Replay(last_id, events=[Message.from_history(id, fields) for id, fields in entries])
+    first_id = _decode(raw_first)
+    if trimmed and (since == ZERO_ID or (first_id and parse_id(since) < parse_id(first_id))):
         return Replay(last_id, reset=Message.reset(last_id, "history-expired"))
-    if since != ZERO_ID and not known and since_key != parse_id(trimmed_id):
-        return Replay(last_id, reset=Message.reset(last_id, "unknown-id"))
-    return Replay(last_id, events=[Message.from_history(id, fields) for id, fields in entries])
+    return Replay(last_id, reset=Message.reset(last_id, "unknown-id"))
 
 
 async def current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    raw_last, _, _, _ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
+    raw_last, *_ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
     return _decode(raw_last)

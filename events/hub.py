@@ -204,7 +204,9 @@ class Hub:
         while self._to_unsubscribe:
             async with self._lock:
                 topics = [
-                    topic for topic in self._to_unsubscribe if topic not in self.topic_clients and topic in self._subscribed
+                    topic
+                    for topic in self._to_unsubscribe
+                    if topic not in self.topic_clients and topic in self._subscribed
                 ]
                 self._to_unsubscribe.clear()
                 self._subscribed.difference_update(topics)

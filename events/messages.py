@@ -21,7 +21,7 @@ RESET_EVENT = "reset"
 
 
 class Message:
-    __slots__ = ("id", "key", "topic", "event", "data_json", "__dict__")
+    __slots__ = ("__dict__", "data_json", "event", "id", "key", "topic")
 
     def __init__(self, id: str, topic: str | None, event: str, data_json: str) -> None:
         self.id = id

@@ -53,9 +53,7 @@ def parse_topics(request: HttpRequest) -> frozenset[str]:
 def _check_id(name: str, value: str) -> str:
     if len(value) > MAX_ID_LENGTH or not is_valid_id(value):
         shown = value if len(value) <= MAX_ID_LENGTH else value[:MAX_ID_LENGTH] + "..."
-        raise BadRequest(
-            "invalid_id", f"Malformed {name} {shown!r}: expected an event id like '1700000000000-0'."
-        )
+        raise BadRequest("invalid_id", f"Malformed {name} {shown!r}: expected an event id like '1700000000000-0'.")
     return value
 
 

@@ -22,17 +22,17 @@ from .messages import Message
 
 class Subscriber:
     __slots__ = (
-        "topics",
-        "queue_size",
-        "is_stream",
-        "pending",
-        "heartbeat_due",
-        "close_reason",
-        "last_key",
-        "sending_since",
-        "deadline",
-        "task",
         "_waiter",
+        "close_reason",
+        "deadline",
+        "heartbeat_due",
+        "is_stream",
+        "last_key",
+        "pending",
+        "queue_size",
+        "sending_since",
+        "task",
+        "topics",
     )
 
     def __init__(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> None:

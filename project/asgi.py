@@ -7,6 +7,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-from events.asgi import events_asgi_app  # noqa: E402
+from events.asgi import events_asgi_app
 
 application = events_asgi_app()

@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("topic", help="Topic to publish on, e.g. status.")
         parser.add_argument("--event", default=DEFAULT_EVENT, help=f"Event name (default: {DEFAULT_EVENT}).")
-        parser.add_argument("--data", default=None, help='JSON payload, e.g. \'{"id": 3}\' (default: null).')
+        parser.add_argument("--data", default=None, help="JSON payload, e.g. '{\"id\": 3}' (default: null).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         data = None

@@ -1,0 +1,16 @@
+.PHONY: run test bench lint
+
+# Run the demo on http://127.0.0.1:8000/ (starts a local Redis if needed).
+run:
+	./scripts/run
+
+# Install and start everything the tests need, then run them.
+test:
+	./scripts/test $(ARGS)
+
+# The benchmark suite (see bench/README.md).
+bench:
+	./scripts/bench $(ARGS)
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy events

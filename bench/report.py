@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Turns bench/results/raw/results.json into RESULTS.md and fanout.png.
+
+    .venv/bin/python bench/report.py [bench/results/raw/results.json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+
+TARGETS_N = 5000  # the issue's reference point (one worker, N=5,000, 100-byte payload)
+
+
+def fmt(v, nd=1, unit=""):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}{unit}"
+        return f"{v:.{nd}f}{unit}"
+    if isinstance(v, int):
+        return f"{v:,}{unit}"
+    return f"{v}{unit}"
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def levels_of(run):
+    return run.get("levels") or []
+
+
+def failures(level):
+    """Everything that is not a clean delivery, summed."""
+    s = level.get("setup", {})
+    f = s.get("failed", 0)
+    f += max(0, level.get("expected", 0) - level.get("delivered", 0))
+    f += level.get("duplicated", 0) + sum((level.get("invalid") or {}).values())
+    f += level.get("lost_streams", 0)
+    return f
+
+
+def index(doc):
+    """(system, workers, n) -> level dict for SSE runs."""
+    out = {}
+    for run in doc["runs"]:
+        if run.get("mode") != "sse":
+            continue
+        for lv in levels_of(run):
+            out[(run["system"], run["workers"], lv["n"])] = lv
+    return out
+
+
+def poll_index(doc):
+    out = {}
+    for run in doc["runs"]:
+        if run.get("mode") == "poll":
+            lvs = levels_of(run)
+            out[run["system"]] = lvs[0] if lvs else None
+    return out
+
+
+def sse_table(doc):
+    idx = index(doc)
+    rows = []
+    hdr = ("| system | workers | N | setup /s | failures | first ms | median ms | p99 ms | "
+           "fan-out ms (median / max) | vs nchan | vs naive | server µs/msg | vs nchan | "
+           "Redis µs/msg | KB/idle stream | threads (max/proc) | Redis conns | msgs/s |")
+    rows.append(hdr)
+    rows.append("|" + "---|" * (hdr.count("|") - 1))
+    for run in doc["runs"]:
+        if run.get("mode") != "sse":
+            continue
+        name, w = run["system"], run["workers"]
+        if run.get("skipped") or run.get("error") and not levels_of(run):
+            why = run.get("skipped") or run.get("error")
+            rows.append(f"| {run['label']} | {w} | – | skipped: {why} |" + " |" * 14)
+            continue
+        for lv in levels_of(run):
+            n = lv["n"]
+            nchan = idx.get(("nchan", w, n))
+            naive = idx.get(("naive", w, n))
+            s = lv.get("setup", {})
+            rc = lv.get("redis_connections", {})
+            fail = failures(lv)
+            fail_s = f"**{fail:,}**" if fail else "0"
+            if lv.get("error"):
+                fail_s += f" ({lv['error']})"
+            if s.get("errors"):
+                fail_s += " (" + ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) + ")"
+            if lv.get("complete_publishes") is not None and lv.get("publishes") and \
+                    lv["complete_publishes"] < len(lv["publishes"]):
+                fail_s += f" ({len(lv['publishes']) - lv['complete_publishes']} fan-outs incomplete)"
+            rows.append(
+                f"| {run['label']} | {w} | {n:,} | {fmt(s.get('rate_per_s'))} | {fail_s} | "
+                f"{fmt(lv.get('first_ms'))} | {fmt(lv.get('p50_ms'))} | {fmt(lv.get('p99_ms'))} | "
+                f"{fmt(lv.get('fanout_ms'))} / {fmt(lv.get('fanout_max_ms'))} | "
+                f"{fmt_ratio(ratio(lv.get('fanout_ms'), nchan and nchan.get('fanout_ms')))} | "
+                f"{fmt_ratio(ratio(lv.get('fanout_ms'), naive and naive.get('fanout_ms')))} | "
+                f"{fmt(lv.get('server_us_per_msg'))} | "
+                f"{fmt_ratio(ratio(lv.get('server_us_per_msg'), nchan and nchan.get('server_us_per_msg')))} | "
+                f"{fmt(lv.get('redis_us_per_msg'))} | {fmt(lv.get('rss_per_stream_kb'))} | "
+                f"{fmt(lv.get('threads_max'))} | {fmt(rc.get('client_list') if rc.get('client_list') is not None else rc.get('proc'))} | "
+                f"{fmt(lv.get('throughput_msgs_per_s'))} |")
+    return "\n".join(rows)
+
+
+def poll_table(doc):
+    rows = ["| system | waiting polls | set up | all answered (ms after publish) | median ms | p99 ms | "
+            "answered ≤ 1 s | early / empty / invalid | KB/poll | threads |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in doc["runs"]:
+        if run.get("mode") != "poll":
+            continue
+        if run.get("skipped") or (run.get("error") and not levels_of(run)):
+            rows.append(f"| {run['label']} | skipped: {run.get('skipped') or run.get('error')} |" + " |" * 8)
+            continue
+        for lv in levels_of(run):
+            inv = sum((lv.get("invalid") or {}).values())
+            rows.append(
+                f"| {run['label']} | {lv['n']:,} | {lv['setup']['ok']:,} | "
+                f"{fmt(lv.get('all_answered_ms'))} | {fmt(lv.get('p50_ms'))} | {fmt(lv.get('p99_ms'))} | "
+                f"{lv.get('answered_within_1s', 0):,} / {lv.get('expected', 0):,} | "
+                f"{lv.get('early_answers', 0)} / {lv.get('empty_answers', 0)} / {inv} | "
+                f"{fmt(lv.get('rss_per_poll_kb'))} | {fmt(lv.get('threads_max'))} |")
+    return "\n".join(rows)
+
+
+def targets(doc):
+    """The issue's targets, checked against this run (ours, one worker unless noted)."""
+    idx = index(doc)
+    pidx = poll_index(doc)
+    out = []
+
+    def row(name, target, measured, ok, note=""):
+        mark = "–" if ok is None else ("met" if ok else "**missed**")
+        out.append(f"| {name} | {target} | {measured} | {mark} | {note} |")
+
+    o5 = idx.get(("ours", 1, TARGETS_N))
+    n5 = idx.get(("nchan", 1, TARGETS_N))
+    if o5 and n5 and o5.get("fanout_ms") and n5.get("fanout_ms"):
+        r = o5["fanout_ms"] / n5["fanout_ms"]
+        row("fan-out completion median, N=5,000", "≤ 2× nchan",
+            f"{o5['fanout_ms']:.1f} ms vs nchan {n5['fanout_ms']:.1f} ms = {r:.2f}×", r <= 2)
+    else:
+        row("fan-out completion median, N=5,000", "≤ 2× nchan", "not measured", None)
+    if o5 and o5.get("server_us_per_msg") is not None:
+        v = o5["server_us_per_msg"]
+        row("server CPU per delivered message, N=5,000", "≤ 25 µs", f"{v:.1f} µs"
+            + (f" (nchan {n5['server_us_per_msg']:.1f} µs)" if n5 and n5.get("server_us_per_msg") else ""),
+            v <= 25)
+    else:
+        row("server CPU per delivered message, N=5,000", "≤ 25 µs", "not measured", None)
+    if o5 and o5.get("rss_per_stream_kb") is not None:
+        v = o5["rss_per_stream_kb"]
+        row("RSS per idle stream, N=5,000", "≤ 30 KB", f"{v:.1f} KB"
+            + (f" (nchan {n5['rss_per_stream_kb']:.1f} KB)" if n5 else ""), v <= 30)
+    else:
+        row("RSS per idle stream, N=5,000", "≤ 30 KB", "not measured", None)
+    o10 = idx.get(("ours", 1, 10000))
+    if o10 and o10.get("threads_max") is not None:
+        row("worker threads with 10,000 streams", "≤ 20", str(o10["threads_max"]), o10["threads_max"] <= 20)
+    else:
+        row("worker threads with 10,000 streams", "≤ 20", "not measured", None)
+    rates = [(n, lv["setup"].get("rate_per_s")) for (s, w, n), lv in idx.items()
+             if s == "ours" and w == 1 and n >= 5000 and lv.get("setup")]
+    if rates:
+        worst = min((r or 0) for _, r in rates)
+        row("stream set-up rate (1 worker, N ≥ 5,000)", "≥ 2,000 /s",
+            ", ".join(f"N={n:,}: {fmt(r)} /s" for n, r in sorted(rates)), worst >= 2000)
+    else:
+        row("stream set-up rate", "≥ 2,000 /s", "not measured", None)
+    for n, w_list in ((10000, (1, 2)), (20000, (2,))):
+        found = [(w, idx[("ours", w, n)]) for w in w_list if ("ours", w, n) in idx]
+        if found:
+            txt = "; ".join(f"{w} worker(s): {failures(lv):,} failures, "
+                            f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered" for w, lv in found)
+            ok = all(failures(lv) == 0 and lv.get("delivered") for _, lv in found)
+            note = "one process cannot hold 20,000 sockets here (RLIMIT_NOFILE hard limit 20,000)" if n == 20000 else ""
+            row(f"{n:,} streams, no failures", "0 failures", txt, ok, note)
+        else:
+            row(f"{n:,} streams, no failures", "0 failures", "not measured", None)
+    p = pidx.get("ours")
+    if p:
+        ok = p.get("all_answered_ms") is not None and p["all_answered_ms"] <= 1000 and \
+            p.get("delivered") == p.get("expected") and p.get("expected") == p["n"]
+        row(f"long-poll: {p['n']:,} waiting all answered", "≤ 1 s after publish",
+            f"{fmt(p.get('all_answered_ms'))} ms, {p.get('answered_within_1s', 0):,}/{p['n']:,} within 1 s", ok)
+    else:
+        row("long-poll: 5,000 waiting all answered", "≤ 1 s after publish", "not measured", None)
+    best = None
+    for n in (10000, 5000):
+        a, b = idx.get(("ours", 1, n)), idx.get(("ours", 2, n))
+        if a and b and a.get("throughput_msgs_per_s") and b.get("throughput_msgs_per_s"):
+            best = (n, b["throughput_msgs_per_s"] / a["throughput_msgs_per_s"], a, b)
+            break
+    if best:
+        n, r, a, b = best
+        row(f"2 workers vs 1, throughput at N={n:,}", "≥ 1.7×",
+            f"{fmt(b['throughput_msgs_per_s'])} vs {fmt(a['throughput_msgs_per_s'])} msgs/s = {r:.2f}×", r >= 1.7,
+            "2 cores in all: with 2 workers the server shares core 1 with the loader")
+    else:
+        row("2 workers vs 1 throughput", "≥ 1.7×", "not measured", None)
+    return "\n".join(["| target | goal | measured | | note |", "|---|---|---|---|---|"] + out)
+
+
+def write_markdown(doc, path):
+    m, v, st = doc["machine"], doc["versions"], doc["settings"]
+    lines = [
+        "# Fan-out benchmark results",
+        "",
+        f"Suite: **{doc['suite']}**, wall time {doc.get('wall_s', 0):.0f} s. "
+        "Generated by `bench/run.py`; raw data in `bench/results/raw/results.json`. "
+        "How to read it: `bench/README.md`.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    for k, val in m.items():
+        lines.append(f"| {k} | {val} |")
+    for k, val in v.items():
+        lines.append(f"| {k} | {val} |")
+    lines += [
+        f"| payload | {st['payload_bytes']} bytes JSON, {st['publishes_per_level']} publishes per level "
+        "(twice as many at N ≤ 1,000), one at a time |",
+        f"| pinning | server on CPU {st['server_cpus']} (2 workers: CPUs {st['two_worker_cpus']}); "
+        f"loader, publisher and Redis on CPU {st['loader_cpus']} |",
+        f"| connect | offered {st['offered_connect_rate']:,.0f} connections/s, ≤ 1,000 handshakes in flight |",
+        f"| fd limit | {st['nofile_limit']:,} per process (hard limit) |",
+        f"| Redis | {st['redis']} |",
+        "",
+        "## Targets (issue 5)",
+        "",
+        targets(doc),
+        "",
+        "## SSE fan-out",
+        "",
+        "Latencies are from the publisher's timestamp (taken just before the publish call) to the "
+        "moment the loader read the frame; *first / median / p99* are per publish, then the median "
+        "over the publishes; *fan-out* is the latency to the **last** client (completion). "
+        "Ratios compare the same N and worker count in this run. *failures* = streams not set up "
+        "+ missing deliveries + duplicates + invalid frames + streams lost. *server µs/msg* is the "
+        "CPU of the whole server process tree during the publish phase divided by delivered "
+        "messages; *Redis µs/msg* the same for redis-server. *KB/idle stream*: tree RSS growth / "
+        "streams. *msgs/s*: deliveries divided by the summed fan-out times.",
+        "",
+        sse_table(doc),
+        "",
+        "## Long-poll: N waiting, one publish",
+        "",
+        poll_table(doc),
+        "",
+        "![fan-out completion vs N](fanout.png)",
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def write_plot(doc, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = {"ours": "tab:blue", "naive": "tab:red", "eventstream": "tab:orange", "nchan": "tab:green"}
+    for run in doc["runs"]:
+        if run.get("mode") != "sse" or not levels_of(run):
+            continue
+        pts = [(lv["n"], lv.get("fanout_ms"), lv.get("p50_ms")) for lv in levels_of(run)
+               if lv.get("fanout_ms") is not None]
+        if not pts:
+            continue
+        ls = "-" if run["workers"] == 1 else "--"
+        lbl = f"{run['system']} ({run['workers']}w)"
+        xs = [p[0] for p in pts]
+        axes[0].plot(xs, [p[1] for p in pts], ls, marker="o", color=colors.get(run["system"]), label=lbl)
+        axes[1].plot(xs, [p[2] for p in pts], ls, marker="o", color=colors.get(run["system"]), label=lbl)
+    for ax, title in ((axes[0], "fan-out completion (last client), median"),
+                      (axes[1], "median client latency, median")):
+        ax.set_xlabel("open streams N")
+        ax.set_ylabel("ms after publish")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+                 f"{doc['settings']['payload_bytes']}-byte payload")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def write_all(doc, results_dir):
+    write_markdown(doc, os.path.join(results_dir, "RESULTS.md"))
+    write_plot(doc, os.path.join(results_dir, "fanout.png"))
+
+
+# ---- py-spy
+
+
+def summarize_pyspy(raw_path, top=25):
+    """Self and inclusive sample shares from py-spy's collapsed-stack ('raw') output."""
+    self_c, incl_c = Counter(), Counter()
+    total = 0
+    with open(raw_path) as f:
+        for line in f:
+            stack, _, cnt = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            cnt = int(cnt)
+            total += cnt
+            frames = stack.split(";")
+            # frames look like "func (file.py:line)": drop line numbers for grouping
+            names = [fr.rsplit(":", 1)[0] + ")" if fr.endswith(")") and ":" in fr else fr for fr in frames]
+            self_c[names[-1]] += cnt
+            for nm in set(names):
+                incl_c[nm] += cnt
+    return {"total_samples": total,
+            "self": [(k, v / total) for k, v in self_c.most_common(top)] if total else [],
+            "inclusive": [(k, v / total) for k, v in incl_c.most_common(top)] if total else []}
+
+
+def profile_markdown(prof):
+    lines = ["# py-spy profile of our server during fan-out", ""]
+    res = prof.get("result") or {}
+    lvs = res.get("levels") or []
+    if lvs:
+        lv = lvs[0]
+        lines.append(f"N = {lv['n']:,} streams, one worker; fan-out median {fmt(lv.get('fanout_ms'))} ms, "
+                     f"server {fmt(lv.get('server_us_per_msg'))} µs/msg, "
+                     f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered. "
+                     f"Flame graph: `profile-ours.svg`.")
+        lines.append("")
+    s = prof.get("summary")
+    if not s:
+        lines.append("(no samples)")
+        return "\n".join(lines) + "\n"
+    lines += [f"{s['total_samples']:,} samples (250 Hz, --nonblocking, idle samples included).", "",
+              "## Self time (top)", "", "| share | frame |", "|---|---|"]
+    lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["self"]]
+    lines += ["", "## Inclusive (top)", "", "| share | frame |", "|---|---|"]
+    lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["inclusive"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(BENCH, "results", "raw", "results.json")
+    with open(src) as f:
+        d = json.load(f)
+    write_all(d, os.path.dirname(os.path.dirname(os.path.abspath(src))))
+    print("written", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(src))), "RESULTS.md"))

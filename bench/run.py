@@ -1,0 +1,545 @@
+#!/usr/bin/env python3
+"""One command for the fan-out benchmark: our server and its baselines, same run.
+
+    .venv/bin/python bench/run.py            # standard suite (~10-15 min on 2 cores)
+    .venv/bin/python bench/run.py --quick    # smoke run (~2-3 min)
+    .venv/bin/python bench/run.py --profile  # py-spy profile of our server during fan-out
+
+Starts a private redis-server, then for each system (ours, naive, eventstream,
+nchan) and worker count starts the server pinned to one core (taskset), runs
+bench/loadgen.py pinned to the other core, stops the server. Writes
+bench/results/RESULTS.md, bench/results/fanout.png and the raw JSON under
+bench/results/raw/. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+import procfs  # noqa: E402
+import report  # noqa: E402
+
+MAIN_PY = os.path.join(ROOT, ".venv", "bin", "python")
+ES_VENV = os.path.join(BENCH, ".venv-eventstream")
+ES_PY = os.path.join(ES_VENV, "bin", "python")
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+SYSTEMS = ["ours", "naive", "eventstream", "nchan"]
+HOST = "127.0.0.1"
+
+
+def log(*parts):
+    print("[run]", *parts, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def taskset(cpus: str | None, cmd: list[str]) -> list[str]:
+    if cpus and shutil.which("taskset"):
+        return ["taskset", "-c", cpus] + cmd
+    return cmd
+
+
+def start(cmd, *, cwd=None, env=None, log_path=None):
+    """Start a process in its own process group (so it and its children can be
+    stopped together, by that group id only)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=raise_nofile)
+
+
+def stop(proc, grace=8.0):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def wait_http(port, proc, timeout=60.0, path="/"):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as s:
+                s.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+                if s.recv(12).startswith(b"HTTP/"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+# --------------------------------------------------------------------------
+# Systems
+# --------------------------------------------------------------------------
+
+
+class System:
+    name = ""
+    label = ""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.proc = None
+        self.port = 0
+        self.prefix = ""
+
+    def available(self) -> str | None:
+        """None if it can run, else why not."""
+        return None
+
+    def server_cmd(self, workers):
+        raise NotImplementedError
+
+    def publisher(self):
+        raise NotImplementedError
+
+    def env(self):
+        e = dict(os.environ)
+        e.update({"REDIS_URL": self.ctx.redis_url, "EVENTS_PREFIX": self.prefix,
+                  "EVENTS_HEARTBEAT": "15", "PYTHONUNBUFFERED": "1"})
+        return e
+
+    def start(self, workers, cpus):
+        self.port = free_port()
+        self.prefix = f"bench{os.getpid()}-{self.name}-{workers}w-{int(time.time())}"
+        cmd, cwd = self.server_cmd(workers)
+        log_path = os.path.join(self.ctx.raw, f"server-{self.name}-{workers}w.log")
+        self.proc = start(taskset(cpus, cmd), cwd=cwd, env=self.env(), log_path=log_path)
+        if not wait_http(self.port, self.proc):
+            self.stop()
+            tail = open(log_path, errors="replace").read()[-1500:]
+            raise RuntimeError(f"{self.name} did not start; log tail:\n{tail}")
+        time.sleep(0.5 if workers == 1 else 1.5)
+        return self.proc.pid
+
+    def stop(self):
+        stop(self.proc)
+        self.proc = None
+
+
+class Ours(System):
+    name, label = "ours", "ours (events app)"
+
+    def available(self):
+        if not os.path.exists(os.path.join(ROOT, "events", "__init__.py")):
+            return "events/ does not exist yet"
+        if not os.path.exists(os.path.join(ROOT, "project", "asgi.py")):
+            return "project/asgi.py does not exist yet"
+        return None
+
+    def server_cmd(self, workers):
+        cmd = [os.path.join(ROOT, ".venv", "bin", "uvicorn"), "project.asgi:application",
+               "--lifespan", "on", "--loop", "uvloop", "--http", "httptools",
+               "--host", HOST, "--port", str(self.port), "--no-access-log",
+               "--timeout-graceful-shutdown", "3"]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, ROOT
+
+    def env(self):
+        e = super().env()
+        e["DJANGO_SETTINGS_MODULE"] = "project.settings"
+        return e
+
+    def publisher(self):
+        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "ours",
+                 "--project-dir", ROOT, "--size", str(self.ctx.size)],
+                {"REDIS_URL": self.ctx.redis_url, "EVENTS_PREFIX": self.prefix,
+                 "DJANGO_SETTINGS_MODULE": "project.settings"}, ROOT)
+
+
+class Naive(System):
+    name, label = "naive", "naive Django (1 Redis conn/client)"
+
+    def server_cmd(self, workers):
+        cmd = [os.path.join(ROOT, ".venv", "bin", "uvicorn"), "naive_project.asgi:application",
+               "--app-dir", os.path.join(BENCH, "baselines", "naive"),
+               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
+               "--host", HOST, "--port", str(self.port), "--no-access-log",
+               "--timeout-graceful-shutdown", "3"]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, ROOT
+
+    def publisher(self):
+        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "naive",
+                 "--redis-url", self.ctx.redis_url, "--prefix", self.prefix,
+                 "--size", str(self.ctx.size)], {}, ROOT)
+
+
+class EventStream(System):
+    name, label = "eventstream", "django-eventstream (Redis)"
+
+    def available(self):
+        if not os.path.exists(ES_PY):
+            return f"{ES_VENV} missing (run without --no-install)"
+        return None
+
+    def server_cmd(self, workers):
+        cmd = [os.path.join(ES_VENV, "bin", "uvicorn"), "es_project.asgi:application",
+               "--app-dir", os.path.join(BENCH, "baselines", "eventstream"),
+               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
+               "--host", HOST, "--port", str(self.port), "--no-access-log",
+               "--timeout-graceful-shutdown", "3"]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        return cmd, ROOT
+
+    def publisher(self):
+        return ([ES_PY, os.path.join(BENCH, "publisher.py"), "--system", "eventstream",
+                 "--project-dir", os.path.join(BENCH, "baselines", "eventstream"),
+                 "--size", str(self.ctx.size)],
+                {"REDIS_URL": self.ctx.redis_url, "DJANGO_SETTINGS_MODULE": "es_project.settings"},
+                ROOT)
+
+
+class Nchan(System):
+    name, label = "nchan", "nginx + nchan (C reference)"
+
+    def available(self):
+        if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+            return "nginx not installed (apt-get install nginx libnginx-mod-nchan)"
+        if not os.path.exists(NCHAN_MODULE):
+            return "libnginx-mod-nchan not installed (apt-get install libnginx-mod-nchan)"
+        return None
+
+    def server_cmd(self, workers):
+        self.dir = tempfile.mkdtemp(prefix="bench-nchan-")
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        tpl = open(os.path.join(BENCH, "baselines", "nchan", "nginx.conf.template")).read()
+        conf = (tpl.replace("{module_path}", NCHAN_MODULE).replace("{workers}", str(workers))
+                .replace("{prefix}", self.dir).replace("{port}", str(self.port))
+                .replace("{heartbeat}", "15"))
+        # worker_rlimit_nofile cannot exceed this process' hard limit on some machines
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        conf = conf.replace("worker_rlimit_nofile 200000;", f"worker_rlimit_nofile {hard};")
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(conf)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return [nginx, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf")], self.dir
+
+    def stop(self):
+        super().stop()
+        if getattr(self, "dir", None):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def publisher(self):
+        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "nchan",
+                 "--port", str(self.port), "--size", str(self.ctx.size)], {}, ROOT)
+
+
+CLASSES = {"ours": Ours, "naive": Naive, "eventstream": EventStream, "nchan": Nchan}
+
+
+# --------------------------------------------------------------------------
+# Runner
+# --------------------------------------------------------------------------
+
+
+class Ctx:
+    pass
+
+
+def ensure_eventstream_venv(no_install):
+    if os.path.exists(ES_PY) or no_install:
+        return
+    log("creating", ES_VENV, "(django-eventstream baseline)")
+    subprocess.run([sys.executable, "-m", "venv", ES_VENV], check=True)
+    subprocess.run([ES_PY, "-m", "pip", "install", "-q", "-r",
+                    os.path.join(BENCH, "requirements-eventstream.txt")], check=True)
+
+
+def start_redis(ctx, cpus):
+    port = free_port()
+    ctx.redis_proc = start(taskset(cpus, [
+        shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", HOST,
+        "--save", "", "--appendonly", "no", "--maxclients", "50000", "--protected-mode", "no",
+        "--daemonize", "no"]), log_path=os.path.join(ctx.raw, "redis.log"))
+    t_end = time.monotonic() + 20
+    while time.monotonic() < t_end:
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(7).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError("redis-server did not start")
+    ctx.redis_url = f"redis://{HOST}:{port}/0"
+    ctx.redis_port = port
+    ctx.redis_pid = ctx.redis_proc.pid
+
+
+def redis_pid_of(url):
+    """pid of a local Redis (INFO server), to report its CPU."""
+    try:
+        import redis
+
+        r = redis.Redis.from_url(url)
+        info = r.info("server")
+        r.close()
+        return int(info.get("process_id", 0)), int(info.get("tcp_port", 0))
+    except Exception:  # noqa: BLE001
+        return 0, 0
+
+
+def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
+    out = os.path.join(ctx.raw, f"{system.name}-{workers}w-{mode}.json")
+    cmd, env, cwd = system.publisher()
+    args = [MAIN_PY, os.path.join(BENCH, "loadgen.py"),
+            "--system", system.name, "--port", str(system.port),
+            "--server-pid", str(server_pid), "--mode", mode,
+            "--levels", ",".join(map(str, levels)),
+            "--publishes", str(ctx.publishes),
+            "--rate", str(ctx.rate),
+            "--redis-port", str(ctx.redis_port if system.name != "nchan" else 0),
+            "--redis-pid", str(ctx.redis_pid if system.name != "nchan" else 0),
+            "--publisher-cmd", json.dumps(cmd), "--publisher-env", json.dumps(env),
+            "--publisher-cwd", cwd, "--out", out]
+    t_limit = ctx.scenario_timeout
+    p = subprocess.Popen(taskset(ctx.loader_cpus, args), stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=raise_nofile)
+    timer = threading.Timer(t_limit, lambda: os.killpg(p.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        for line in p.stderr:
+            sys.stderr.write(line)
+            if on_line:
+                on_line(line)
+        p.wait()
+    finally:
+        timer.cancel()
+    if p.returncode != 0 or not os.path.exists(out):
+        return {"error": f"loadgen exited {p.returncode}"}
+    with open(out) as f:
+        return json.load(f)
+
+
+def run_system(ctx, name, workers, mode, levels):
+    sysobj = CLASSES[name](ctx)
+    why = sysobj.available()
+    rec = {"system": name, "label": sysobj.label, "workers": workers, "mode": mode}
+    if why:
+        rec["skipped"] = why
+        log(f"skip {name}: {why}")
+        return rec
+    cpus = ctx.server_cpus if workers == 1 else ctx.all_cpus
+    t0 = time.monotonic()
+    try:
+        pid = sysobj.start(workers, cpus)
+        log(f"{name} {workers}w up on port {sysobj.port} (pid {pid}, cpus {cpus})")
+        res = run_loadgen(ctx, sysobj, workers, mode, levels, pid)
+        rec.update(res)
+    except Exception as e:  # noqa: BLE001
+        rec["error"] = str(e)
+        log(f"{name} {workers}w {mode}: ERROR {e}")
+    finally:
+        sysobj.stop()
+    rec["wall_s"] = round(time.monotonic() - t0, 1)
+    return rec
+
+
+def versions(ctx):
+    def pip_version(py, pkg):
+        if not os.path.exists(py):
+            return "not installed"
+        p = subprocess.run([py, "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"],
+                           capture_output=True, text=True)
+        return p.stdout.strip() or "not installed"
+
+    nchan = "not installed"
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"],
+                       capture_output=True, text=True)
+    if p.returncode == 0 and p.stdout:
+        nchan = p.stdout
+    return {
+        "Django": pip_version(MAIN_PY, "django"),
+        "uvicorn": pip_version(MAIN_PY, "uvicorn"),
+        "uvloop": pip_version(MAIN_PY, "uvloop"),
+        "redis-py": pip_version(MAIN_PY, "redis"),
+        "django-eventstream": pip_version(ES_PY, "django-eventstream"),
+        "redis-server": procfs.cmd_version(["redis-server", "--version"], r"v=([\d.]+)").lstrip("v="),
+        "nginx": procfs.cmd_version(["nginx", "-v"], r"nginx/[\d.]+").split("/")[-1],
+        "nchan (Debian)": nchan,
+    }
+
+
+def profile_ours(ctx, n, seconds):
+    """py-spy record of our worker while it fans out (publish phase only)."""
+    pyspy = os.path.join(ROOT, ".venv", "bin", "py-spy")
+    if not os.path.exists(pyspy):
+        log("py-spy missing: .venv/bin/pip install -r bench/requirements.txt")
+        return None
+    sysobj = Ours(ctx)
+    why = sysobj.available()
+    if why:
+        log("skip profile:", why)
+        return None
+    ctx.publishes = max(ctx.publishes, 40)
+    pid = sysobj.start(1, ctx.server_cpus)
+    raw = os.path.join(ctx.raw, "profile-ours.txt")
+    svg = os.path.join(ctx.results, "profile-ours.svg")
+    spies = []
+
+    def on_line(line):
+        if "publish phase" in line and not spies:
+            for fmt, path in (("raw", raw), ("flamegraph", svg)):
+                spies.append(subprocess.Popen(
+                    [pyspy, "record", "--nonblocking", "-r", "250", "-d", str(seconds),
+                     "-p", str(pid), "-f", fmt, "-o", path],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    try:
+        res = run_loadgen(ctx, sysobj, 1, "sse", [n], pid, on_line=on_line)
+    finally:
+        for s in spies:
+            try:
+                s.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                s.kill()
+        sysobj.stop()
+    summary = report.summarize_pyspy(raw) if os.path.exists(raw) else None
+    out = {"n": n, "result": res, "summary": summary, "svg": svg}
+    with open(os.path.join(ctx.raw, "profile.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    with open(os.path.join(ctx.results, "PROFILE.md"), "w") as f:
+        f.write(report.profile_markdown(out))
+    log("profile written to", os.path.join(ctx.results, "PROFILE.md"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: small N, few publishes")
+    ap.add_argument("--profile", action="store_true", help="only: py-spy profile of our server")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--levels", help="override stream counts, e.g. 1000,5000")
+    ap.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1 or 1,2")
+    ap.add_argument("--poll-n", type=int, help="long-poll waiting clients (default 5000, quick 500)")
+    ap.add_argument("--no-poll", action="store_true")
+    ap.add_argument("--publishes", type=int, help="publishes per level (default 10, quick 5)")
+    ap.add_argument("--rate", type=float, default=5000, help="connection attempts/s offered")
+    ap.add_argument("--size", type=int, default=100, help="payload bytes")
+    ap.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    ap.add_argument("--no-install", action="store_true", help="do not create the eventstream venv")
+    ap.add_argument("--results", default=os.path.join(BENCH, "results"))
+    args = ap.parse_args()
+
+    raise_nofile()
+    ctx = Ctx()
+    ctx.results = args.results
+    ctx.raw = os.path.join(args.results, "raw")
+    os.makedirs(ctx.raw, exist_ok=True)
+    ncpu = os.cpu_count() or 1
+    ctx.server_cpus = "0"
+    ctx.loader_cpus = "1" if ncpu > 1 else "0"
+    ctx.all_cpus = f"0-{ncpu - 1}"
+    ctx.size = args.size
+    ctx.rate = args.rate
+    ctx.publishes = args.publishes or (5 if args.quick else 10)
+    ctx.scenario_timeout = 600
+    machine = procfs.machine_description()
+
+    ensure_eventstream_venv(args.no_install)
+    if args.redis_url:
+        ctx.redis_proc = None
+        ctx.redis_url = args.redis_url
+        ctx.redis_pid, ctx.redis_port = redis_pid_of(args.redis_url)
+    else:
+        start_redis(ctx, ctx.loader_cpus)
+
+    t_start = time.monotonic()
+    try:
+        if args.profile:
+            profile_ours(ctx, int(args.levels or 5000), 20)
+            return 0
+        systems = [s for s in args.systems.split(",") if s]
+        workers = [int(w) for w in args.workers.split(",") if w]
+        if args.levels:
+            levels = [int(x) for x in args.levels.split(",")]
+            levels2 = levels
+        elif args.quick:
+            levels, levels2 = [200, 1000], [1000]
+        else:
+            levels, levels2 = [1000, 5000, 10000], [1000, 5000, 10000]
+        poll_n = args.poll_n or (500 if args.quick else 5000)
+        runs = []
+        for w in workers:
+            for s in systems:
+                lv = levels if w == 1 else levels2
+                if s == "ours" and w > 1 and not args.quick and not args.levels:
+                    lv = lv + [20000]  # one worker cannot: 20,000 fds per process here
+                log(f"=== {s}, {w} worker(s), SSE, N={lv}")
+                runs.append(run_system(ctx, s, w, "sse", lv))
+        if not args.no_poll:
+            for s in systems:
+                if s == "eventstream":
+                    runs.append({"system": s, "label": CLASSES[s].label, "workers": 1, "mode": "poll",
+                                 "skipped": "no long-poll transport"})
+                    continue
+                log(f"=== {s}, 1 worker, long-poll, N={poll_n}")
+                runs.append(run_system(ctx, s, 1, "poll", [poll_n]))
+        doc = {
+            "machine": machine,
+            "versions": versions(ctx),
+            "suite": "quick" if args.quick else ("custom" if args.levels else "standard"),
+            "settings": {"payload_bytes": ctx.size, "publishes_per_level": ctx.publishes,
+                         "offered_connect_rate": ctx.rate, "server_cpus": ctx.server_cpus,
+                         "loader_cpus": ctx.loader_cpus, "two_worker_cpus": ctx.all_cpus,
+                         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                         "redis": "private redis-server" if ctx.redis_proc else args.redis_url},
+            "runs": runs,
+            "wall_s": round(time.monotonic() - t_start, 1),
+        }
+        with open(os.path.join(ctx.raw, "results.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+        report.write_all(doc, ctx.results)
+        log(f"done in {doc['wall_s']} s: {os.path.join(ctx.results, 'RESULTS.md')}")
+    finally:
+        stop(getattr(ctx, "redis_proc", None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+# Shared set-up for `make run` and `make test` (sourced, not executed).
+# Creates the virtualenv, installs the pinned packages, and makes sure the
+# services are there: Redis always; nginx and Chromium for the tests.
+# Installs Debian packages with apt-get when something is missing and we can
+# (root, or passwordless sudo); otherwise says exactly what to install.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+VENV="$ROOT/.venv"
+RUN_DIR="$ROOT/.run"
+mkdir -p "$RUN_DIR"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+    else return 1
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null || die "missing $*: install it with your package manager"
+    say "installing Debian packages: $*"
+    if [ "$APT_UPDATED" = 0 ]; then
+        as_root apt-get update -qq || die "cannot run apt-get (need root or sudo) to install: $*"
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+        || die "apt-get could not install: $*"
+}
+
+pick_python() {
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3.10 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            echo "$candidate"; return
+        fi
+    done
+    die "Python 3.10 or newer is required (set PYTHON=/path/to/python3)"
+}
+
+ensure_venv() {  # $1: requirements file
+    local requirements="$1" stamp="$VENV/.installed-$(basename "$1")"
+    if [ ! -x "$VENV/bin/python" ]; then
+        local python; python="$(pick_python)"
+        say "creating virtualenv with $python"
+        if ! "$python" -m venv "$VENV" 2>/dev/null; then
+            rm -rf "$VENV"
+            apt_install python3-venv
+            "$python" -m venv "$VENV"
+        fi
+    fi
+    local wanted; wanted="$(cat requirements*.txt | sha256sum | cut -c1-16)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+        say "installing $requirements"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -r "$requirements"
+        echo "$wanted" > "$stamp"
+    fi
+}
+
+redis_up() {  # $1: URL
+    "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+PY
+}
+
+ensure_redis_binary() {
+    command -v redis-server >/dev/null || apt_install redis-server
+}
+
+ensure_redis() {  # starts a local Redis for REDIS_URL if none answers
+    local url="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+    ensure_redis_binary
+    if redis_up "$url"; then return; fi
+    local port
+    port="$("$VENV/bin/python" -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u.port or 6379) if u.hostname in ("127.0.0.1", "localhost") else print("")' "$url")"
+    [ -n "$port" ] || die "Redis at $url does not answer, and it is not local, so it cannot be started here"
+    say "starting a local redis-server on port $port (data in .run/, not persisted)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        --dir "$RUN_DIR" --logfile "$RUN_DIR/redis-$port.log" --pidfile "$RUN_DIR/redis-$port.pid"
+    for _ in $(seq 50); do redis_up "$url" && return; sleep 0.1; done
+    die "redis-server did not come up on port $port (see .run/redis-$port.log)"
+}
+
+ensure_test_services() {
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+    [ -x /usr/bin/chromium ] || apt_install chromium
+    # Fonts, so screenshots show text.
+    fc-list 2>/dev/null | grep -q . || apt_install fonts-dejavu-core
+}

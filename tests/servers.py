@@ -1,0 +1,180 @@
+"""Starting real servers for the tests: uvicorn (the app) and redis-server.
+
+Each is a subprocess on a free loopback port, waited for with a deadline,
+stopped at teardown. Logs go to files whose tail is shown when start-up fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition, timeout: float, message: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll ``condition()`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {message}")
+        time.sleep(interval)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class UvicornServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    root_path: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> float:
+        """Send ``sig`` and wait for the process (and its workers) to exit; return the seconds taken."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+                raise AssertionError(f"uvicorn did not exit within {timeout} s of signal {sig}") from None
+        return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def start_uvicorn(
+    env: dict[str, str], args: list[str] | None = None, port: int | None = None, timeout: float = 30.0
+) -> Iterator[UvicornServer]:
+    port = port or free_port()
+    log_dir = Path(tempfile.mkdtemp(prefix="uvicorn-"))
+    log_path = log_dir / "server.log"
+    full_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "project.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--lifespan", "on", "--loop", "uvloop", "--http", "httptools",
+        "--timeout-graceful-shutdown", "5", "--no-access-log",
+        *(args or []),
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    root_path = ""
+    if args and "--root-path" in args:
+        root_path = args[args.index("--root-path") + 1]
+    srv = UvicornServer(port, process, log_path, root_path, env)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"uvicorn exited with {process.returncode} at start-up:\n{_tail(log_path)}")
+        try:
+            return httpx.get(f"{srv.url}/events/health/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout, f"uvicorn on port {port} to answer /events/health/")
+        yield srv
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes] | None
+    dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise AssertionError("redis-server is not installed; run `make test`, which installs it")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def up() -> bool:
+            try:
+                with self.client() as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(up, 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def start_redis_server(port: int) -> RedisServer:
+    srv = RedisServer(port, None, Path(tempfile.mkdtemp(prefix="redis-")))
+    srv.start()
+    return srv

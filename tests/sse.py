@@ -1,0 +1,127 @@
+"""A small SSE reader for the tests, over a real HTTP connection (httpx).
+
+It keeps the raw bytes, so tests can check the wire format exactly, and
+parses frames the way a browser does (fields, comments, blank-line dispatch).
+Every read takes a timeout: a test waits for a condition, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Frame:
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> str | None:
+        values = [value for key, value in self.fields if key == name]
+        return values[-1] if values else None
+
+    @property
+    def id(self) -> str | None:
+        return self.get("id")
+
+    @property
+    def event(self) -> str | None:
+        return self.get("event")
+
+    @property
+    def data(self) -> str | None:
+        lines = [value for key, value in self.fields if key == "data"]
+        return "\n".join(lines) if lines else None
+
+    @property
+    def json(self) -> Any:
+        assert self.data is not None, f"frame has no data: {self}"
+        return json.loads(self.data)
+
+    @property
+    def is_event(self) -> bool:
+        return self.data is not None
+
+
+class SSEStream:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.raw = bytearray()
+        self._chunks = response.aiter_raw()
+        self._buffer = b""
+        self.ended = False
+
+    async def _read_line(self) -> bytes | None:
+        while b"\n" not in self._buffer:
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self.ended = True
+                return None
+            self.raw += chunk
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    async def _next_frame(self) -> Frame | None:
+        frame = Frame()
+        while True:
+            line = await self._read_line()
+            if line is None:
+                return None
+            text = line.decode()
+            if text == "":
+                if frame.fields or frame.comments:
+                    return frame
+                continue
+            if text.startswith(":"):
+                frame.comments.append(text[1:].strip())
+                continue
+            name, _, value = text.partition(":")
+            frame.fields.append((name, value[1:] if value.startswith(" ") else value))
+
+    async def next_frame(self, timeout: float = 5.0) -> Frame | None:
+        """The next frame (event or comment block); None at the end of the body."""
+        return await asyncio.wait_for(self._next_frame(), timeout)
+
+    async def next_event(self, timeout: float = 5.0) -> Frame:
+        """The next frame that a browser would dispatch (has data), skipping comments."""
+
+        async def read() -> Frame:
+            while True:
+                frame = await self._next_frame()
+                if frame is None:
+                    raise AssertionError(f"stream ended while waiting for an event; got {bytes(self.raw)!r}")
+                if frame.is_event:
+                    return frame
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def events(self, count: int, timeout: float = 5.0) -> list[Frame]:
+        return [await self.next_event(timeout) for _ in range(count)]
+
+    async def until_end(self, timeout: float = 5.0) -> list[Frame]:
+        """Read until the server ends the body; return the frames seen."""
+
+        async def read() -> list[Frame]:
+            frames = []
+            while (frame := await self._next_frame()) is not None:
+                frames.append(frame)
+            return frames
+
+        return await asyncio.wait_for(read(), timeout)
+
+
+@asynccontextmanager
+async def open_stream(url: str, headers: dict[str, str] | None = None) -> AsyncIterator[SSEStream]:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        yield SSEStream(response)

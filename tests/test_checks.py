@@ -1,0 +1,42 @@
+"""System checks on settings.EVENTS: each mistake has its stable id and says what is wrong."""
+
+import pytest
+from django.test import override_settings
+
+from events.checks import check_middleware, check_settings
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_defaults_pass():
+    with override_settings(EVENTS={}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("events", "expected_id", "text"),
+    [
+        ([], "events.E001", "must be a dict"),
+        ({"HEARTBAET": 1}, "events.E002", "unknown key 'HEARTBAET'"),
+        ({"HEARTBEAT": "15"}, "events.E003", "EVENTS['HEARTBEAT'] is '15'"),
+        ({"HISTORY": 0}, "events.E003", "expected an integer >= 1"),
+        ({"MAX_TOPICS": 2.5}, "events.E003", "MAX_TOPICS"),
+        ({"PREFIX": ""}, "events.E004", "PREFIX"),
+        ({"REDIS_URL": "localhost:6379"}, "events.E005", "redis://"),
+        ({"AUTHORIZE": "no.such.module.hook"}, "events.E006", "cannot be imported"),
+        ({"QUEUE_SIZE": 4, "MAX_TOPICS": 8}, "events.E007", "QUEUE_SIZE"),
+        ({"HEARTBEAT": 60}, "events.W001", "60"),
+    ],
+)
+def test_each_mistake_is_reported_with_its_id(events, expected_id, text):
+    with override_settings(EVENTS=events):
+        messages = check_settings()
+    assert expected_id in ids(messages)
+    assert any(text in message.msg for message in messages)
+
+
+def test_gzip_middleware_is_warned_about(settings):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
+    assert ids(check_middleware()) == ["events.W002"]

@@ -1,0 +1,64 @@
+"""Bad input on both endpoints: a clear JSON 4xx, no Redis work, no slot held (DESIGN §3.3)."""
+
+import httpx
+import pytest
+
+ENDPOINTS = ["/events/stream/", "/events/poll/"]
+
+BAD_QUERIES = [
+    ("", 400, "missing_topic"),
+    ("?topic=", 400, "invalid_topic"),
+    ("?topic=a%20b", 400, "invalid_topic"),
+    ("?topic=a%0Ab", 400, "invalid_topic"),
+    ("?topic=" + "x" * 129, 400, "invalid_topic"),
+    ("?" + "&".join(f"topic=t{i}" for i in range(17)), 400, "too_many_topics"),
+    ("?topic=a&topic=%2A", 400, "invalid_topic"),
+]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(("query", "status", "code"), BAD_QUERIES)
+def test_bad_topics_get_a_json_4xx_naming_the_problem(server, endpoint, query, status, code):
+    response = httpx.get(server.url + endpoint + query, timeout=5)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == code
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "query", "headers"),
+    [
+        ("/events/stream/", "?topic=a", {"Last-Event-ID": "nope"}),
+        ("/events/stream/", "?topic=a&last_event_id=1-2-3", {}),
+        ("/events/stream/", "?topic=a&last_event_id=" + "9" * 60, {}),
+        ("/events/stream/", "?topic=a&last_event_id=1-0&last_event_id=2-0", {}),
+        ("/events/poll/", "?topic=a&since=abc", {}),
+        ("/events/poll/", "?topic=a&since=-1", {}),
+        ("/events/poll/", "?topic=a&since=1-0&since=2-0", {}),
+    ],
+)
+def test_malformed_ids_get_a_400(server, endpoint, query, headers):
+    response = httpx.get(server.url + endpoint + query, headers=headers, timeout=5)
+    assert response.status_code == 400
+    assert response.json()["code"] in {"invalid_id", "repeated_parameter"}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_methods_other_than_get_get_a_json_405(server, endpoint, method):
+    response = httpx.request(method, server.url + endpoint + "?topic=a", timeout=5)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_bad_requests_leave_no_stream_or_subscription_behind(server, redis_client):
+    for endpoint in ENDPOINTS:
+        for query, _, _ in BAD_QUERIES:
+            httpx.get(server.url + endpoint + query, timeout=5)
+    health = httpx.get(server.url + "/events/health/", timeout=5).json()
+    assert health["streams"] == 0
+    assert health["polls"] == 0
+    channels = redis_client.pubsub_channels(f"{server.env['EVENTS_PREFIX']}:topic:*")
+    assert not [c for c in channels if c.endswith((":a", ":x", ":t0"))]

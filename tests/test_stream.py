@@ -1,0 +1,229 @@
+"""The SSE stream over a real uvicorn server and a real Redis (DESIGN §3.1)."""
+
+import asyncio
+import threading
+
+import pytest
+
+from events import publish
+from events.ids import parse_id
+
+from .servers import wait_for
+from .sse import open_stream
+
+
+def stream_url(server, *topics, **params):
+    query = "&".join([f"topic={t}" for t in topics] + [f"{k}={v}" for k, v in params.items()])
+    return f"{server.url}/events/stream/?{query}"
+
+
+async def opened(stream):
+    """Wait for the first bytes (sent before any Redis work) and for the subscription."""
+    first = await stream.next_frame()
+    assert first is not None and first.get("retry") is not None, first
+
+
+async def test_stream_headers_and_first_bytes_come_at_once(server, topic):
+    async with open_stream(stream_url(server, topic)) as stream:
+        response = stream.response
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        first = await stream.next_frame(timeout=2)
+        assert first.get("retry").isdigit()
+
+
+async def subscribed(server, topic, count=1):
+    """Wait until the server's hub has ``count`` subscribers of ``topic`` in Redis."""
+    import redis.asyncio
+
+    from events.connection import channel_name
+
+    client = redis.asyncio.Redis.from_url(server.env["REDIS_URL"])
+    try:
+        for _ in range(500):
+            [(_, n)] = await client.pubsub_numsub(channel_name(topic, server.env["EVENTS_PREFIX"]))
+            if n >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no subscription to {topic} within 5 s")
+    finally:
+        await client.aclose()
+
+
+async def test_published_event_arrives_with_id_event_and_data(server, topic):
+    async with open_stream(stream_url(server, topic)) as stream:
+        await opened(stream)
+        await subscribed(server, topic)
+        event_id = publish(topic, data={"n": 1})
+        frame = await stream.next_event()
+        assert (frame.id, frame.event, frame.json) == (event_id, "invalidate", {"topic": topic, "data": {"n": 1}})
+        assert f'id: {event_id}\nevent: invalidate\ndata: {{"topic": "{topic}", "data": {{"n":1}}}}\n\n'.encode() in (
+            stream.raw
+        )
+
+
+async def test_one_stream_receives_several_topics_in_publish_order(server, make_topic):
+    a, b = make_topic(), make_topic()
+    async with open_stream(stream_url(server, a, b)) as stream:
+        await opened(stream)
+        await subscribed(server, a)
+        await subscribed(server, b)
+        ids = [publish(a), publish(b, event="renamed"), publish(a, data="x")]
+        frames = await stream.events(3)
+        assert [(f.id, f.event, f.json["topic"]) for f in frames] == [
+            (ids[0], "invalidate", a),
+            (ids[1], "renamed", b),
+            (ids[2], "invalidate", a),
+        ]
+
+
+async def test_two_clients_on_one_topic_both_receive(server, topic):
+    async with open_stream(stream_url(server, topic)) as one, open_stream(stream_url(server, topic)) as two:
+        await opened(one)
+        await opened(two)
+        await subscribed(server, topic)
+        event_id = publish(topic)
+        assert (await one.next_event()).id == event_id
+        assert (await two.next_event()).id == event_id
+
+
+async def test_client_on_another_topic_receives_nothing(server, make_topic):
+    mine, other = make_topic(), make_topic()
+    async with open_stream(stream_url(server, mine)) as stream:
+        await opened(stream)
+        await subscribed(server, mine)
+        publish(other)
+        last = publish(mine)
+        # Events arrive in publish order: had the other topic leaked, it would come first.
+        frame = await stream.next_event()
+        assert (frame.id, frame.json["topic"]) == (last, mine)
+
+
+async def test_heartbeat_comment_arrives_within_the_interval(server, topic):
+    async with open_stream(stream_url(server, topic)) as stream:
+        await opened(stream)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        beats = 0
+        while beats < 3:
+            frame = await stream.next_frame(timeout=1.0)  # heartbeat is 0.2 s
+            beats += "heartbeat" in frame.comments
+        assert loop.time() - started < 3
+
+
+async def test_replay_after_last_event_id_is_complete_and_ordered(server, topic):
+    ids = [publish(topic, data=i) for i in range(5)]
+    async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": ids[1]}) as stream:
+        frames = await stream.events(3)
+        assert [f.id for f in frames] == ids[2:]
+        assert [f.json["data"] for f in frames] == [2, 3, 4]
+
+
+async def test_last_event_id_query_parameter_works_like_the_header(server, topic):
+    ids = [publish(topic) for _ in range(3)]
+    async with open_stream(stream_url(server, topic, last_event_id=ids[0])) as stream:
+        assert [f.id for f in await stream.events(2)] == ids[1:]
+
+
+async def test_replay_only_includes_the_requested_topics(server, make_topic):
+    mine, other = make_topic(), make_topic()
+    start = publish(mine)
+    publish(other)
+    wanted = publish(mine)
+    async with open_stream(stream_url(server, mine), headers={"Last-Event-ID": start}) as stream:
+        frame = await stream.next_event()
+        assert (frame.id, frame.json["topic"]) == (wanted, mine)
+
+
+async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(server, topic):
+    first = publish(topic, data=-1)
+    published: list[str] = []
+    stop = threading.Event()
+
+    def publisher():
+        while not stop.is_set() and len(published) < 2000:
+            published.append(publish(topic, data=len(published)))
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    try:
+        wait_for(lambda: len(published) >= 50, 10, "50 events published")
+        async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": first}) as stream:
+            received: list[str] = []
+            # Keep publishing while the stream replays and goes live.
+            while len(received) < 300:
+                received.append((await stream.next_event()).id)
+            stop.set()
+            await asyncio.to_thread(thread.join, 10)
+            while len(received) < len(published):
+                received.append((await stream.next_event()).id)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert received == published
+    assert [parse_id(i) for i in received] == sorted(parse_id(i) for i in received)
+
+
+async def test_unknown_id_gets_a_reset_with_id_and_data(server, topic):
+    async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": "99999999999999-0"}) as stream:
+        frame = await stream.next_event()
+        assert frame.event == "reset"
+        assert frame.id is not None and parse_id(frame.id)
+        assert frame.json["topic"] is None
+        assert frame.json["data"]["reason"] == "unknown-id"
+        # Then it goes live.
+        await subscribed(server, topic)
+        event_id = publish(topic)
+        assert (await stream.next_event()).id == event_id
+
+
+async def test_id_older_than_the_history_gets_a_reset(start_server, make_topic, redis_client):
+    prefix = f"expiry-{make_topic()}"
+    srv = start_server({"EVENTS_PREFIX": prefix})
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(EVENTS={**settings.EVENTS, "PREFIX": prefix, "HISTORY": 10}):
+        first = publish("t")
+        for _ in range(400):
+            publish("t")
+    try:
+        async with open_stream(f"{srv.url}/events/stream/?topic=t", headers={"Last-Event-ID": first}) as stream:
+            frame = await stream.next_event()
+            assert (frame.event, frame.json["data"]["reason"]) == ("reset", "history-expired")
+    finally:
+        redis_client.delete(f"{prefix}:history")
+
+
+async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server, topic):
+    before = publish(topic)
+    publish(topic)
+    ms, seq = parse_id(before)
+    async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": f"{ms}-{seq + 7}"}) as stream:
+        assert (await stream.next_event()).event == "reset"
+
+
+async def test_disconnected_client_releases_its_subscription(server, topic, redis_client):
+    from events.connection import channel_name
+
+    async with open_stream(stream_url(server, topic)) as stream:
+        await opened(stream)
+        await subscribed(server, topic)
+    wait_for(
+        lambda: redis_client.pubsub_numsub(channel_name(topic, server.env["EVENTS_PREFIX"]))[0][1] == 0,
+        5,
+        "PUBSUB NUMSUB to drop to 0",
+    )
+
+
+@pytest.mark.parametrize("extra", ["", "&topic=other"])
+async def test_subscription_is_shared_one_redis_subscriber_per_process(server, topic, extra, redis_client):
+    from events.connection import channel_name
+
+    async with open_stream(stream_url(server, topic) + extra) as one, open_stream(stream_url(server, topic)) as two:
+        await opened(one)
+        await opened(two)
+        await subscribed(server, topic)
+        assert redis_client.pubsub_numsub(channel_name(topic, server.env["EVENTS_PREFIX"]))[0][1] == 1
