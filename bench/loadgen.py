@@ -252,8 +252,11 @@ class Shard:
         lst.append(now - ts)
         t = self.targets.get(seq)
         if t is not None and len(lst) >= t:
-            del self.targets[seq]
-            self.send({"ev": "done", "seq": seq})
+            self.complete(seq)
+
+    def complete(self, seq):
+        del self.targets[seq]
+        self.send({"ev": "done", "seq": seq})
 
     def conn_lost(self, conn):
         """A counted client went away: it cannot receive pending events."""
@@ -386,7 +389,7 @@ class Shard:
 class BaseConn(asyncio.Protocol):
     __slots__ = ("shard", "idx", "transport", "start_ns", "ready_ns", "fail_reason",
                  "alive", "closing", "hbuf", "in_body", "chunked", "raw", "chunk_left",
-                 "expect_crlf", "seen", "status")
+                 "expect_crlf", "seen", "status", "eof")
 
     def __init__(self, shard, idx):
         self.shard = shard
@@ -405,6 +408,7 @@ class BaseConn(asyncio.Protocol):
         self.expect_crlf = False
         self.seen = 0
         self.status = 0
+        self.eof = False  # last chunk of a chunked body seen
 
     async def connect(self, loop):
         self.start_ns = monotonic_ns()
@@ -475,6 +479,16 @@ class BaseConn(asyncio.Protocol):
         pass
 
     def dechunk(self, data):
+        if not self.raw and not self.chunk_left and not self.expect_crlf:
+            # fast path: exactly one whole chunk (the common case for a live stream)
+            i = data.find(b"\r\n", 0, 20)
+            if i > 0:
+                try:
+                    size = int(data[:i], 16)
+                except ValueError:
+                    size = -1
+                if size > 0 and len(data) == i + size + 4 and data[-2:] == b"\r\n":
+                    return data[i + 2:i + 2 + size]
         raw = self.raw + data if self.raw else data
         pos = 0
         n = len(raw)
@@ -513,15 +527,13 @@ class BaseConn(asyncio.Protocol):
                 return b""
             pos = i + 2
             if size == 0:
-                self.on_body_end()
+                self.eof = True
                 pos = n
                 break
             self.chunk_left = size
         self.raw = raw[pos:] if pos < n else b""
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def on_body_end(self):
-        pass
 
 
 class SSEConn(BaseConn):
@@ -542,18 +554,33 @@ class SSEConn(BaseConn):
         elif not hdrs.get("content-type", "").startswith("text/event-stream"):
             self.fail("content-type " + hdrs.get("content-type", "-")[:40])
 
-    def on_body_end(self):
-        if self.ready_ns and not self.closing:
-            self.shard.bad("server ended stream")
-        self.abort()
-
     def data_received(self, data):
+        # hot path: one call per client per event; keep it lean
         now = monotonic_ns()
         if not self.in_body:
             data = self.parse_head(data)
             if not data or self.fail_reason:
                 return
-        body = self.dechunk(data) if self.chunked else data
+        if self.chunked:
+            body = None
+            if not self.raw and not self.chunk_left and not self.expect_crlf:
+                # exactly one whole chunk: "<hex>\r\n<bytes>\r\n"
+                i = data.find(b"\r\n", 0, 20)
+                if i > 0 and data[-2:] == b"\r\n":
+                    try:
+                        if len(data) == i + 4 + int(data[:i], 16):
+                            body = data[i + 2:-2]
+                    except ValueError:
+                        pass
+            if body is None:
+                body = self.dechunk(data)
+                if self.eof:
+                    self.eof = False
+                    if self.ready_ns and not self.closing:
+                        self.shard.bad("server ended stream")
+                    self.abort()
+        else:
+            body = data
         if not body:
             return
         if not self.ready_ns:
@@ -564,21 +591,19 @@ class SSEConn(BaseConn):
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if keep_cr:  # may be the first half of CRLF: decide with the next read
                 buf = buf[:-1] + b"\r"
-        if b"\n\n" not in buf:
-            self.sbuf = buf
-            if len(buf) > 1 << 20:
-                self.shard.bad("frame > 1 MiB")
-                self.abort()
-            return
         parts = buf.split(b"\n\n")
         self.sbuf = parts.pop()
+        if len(self.sbuf) > 1 << 20:
+            self.shard.bad("frame > 1 MiB")
+            self.abort()
+            return
         shard = self.shard
+        cache = shard.cache
         for block in parts:
             if not block:
                 continue
-            r = shard.block_result(block)
-            kind = r[0]
-            if kind == EV:
+            r = cache.get(block) or shard.block_result(block)
+            if r[0] == EV:
                 _, topic, seq, ts, idt = r
                 if topic is not None and topic != shard.topic:
                     shard.bad("wrong topic")
@@ -587,8 +612,19 @@ class SSEConn(BaseConn):
                     if self.last_id is not None and idt <= self.last_id:
                         shard.bad("id not increasing")
                     self.last_id = idt
-                shard.delivered(self, seq, ts, now)
-            elif kind == BAD:
+                bit = 1 << seq
+                if self.seen & bit:
+                    shard.dups += 1
+                    continue
+                self.seen |= bit
+                lst = shard.lat.get(seq)
+                if lst is None:
+                    lst = shard.lat[seq] = []
+                lst.append(now - ts)
+                t = shard.targets.get(seq)
+                if t is not None and len(lst) >= t:
+                    shard.complete(seq)
+            elif r[0] == BAD:
                 shard.bad(r[1])
 
 
@@ -622,14 +658,12 @@ class PollConn(BaseConn):
             b = self.dechunk(data)
             if b:
                 self.body.append(b)
-            # on_body_end() answers when the last chunk arrives
+            if self.eof:
+                self.answer(now)
         else:
             self.body.append(data)
             if self.clen is not None and sum(map(len, self.body)) >= self.clen:
                 self.answer(now)
-
-    def on_body_end(self):
-        self.answer(monotonic_ns())
 
     def connection_lost(self, exc):
         if self.in_body and not self.answered and self.clen is None and not self.chunked:

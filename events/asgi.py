@@ -30,7 +30,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.handlers.asgi import ASGIHandler
 from django.urls import Resolver404, get_resolver
@@ -48,7 +48,10 @@ Send = Callable[[Message], Awaitable[None]]
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def thread_lean(view: Callable[..., Any]) -> Callable[..., Any]:
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
+
+
+def thread_lean(view: ViewT) -> ViewT:
     """Mark an async view as safe to run without a per-request thread (see module doc)."""
     view.events_thread_lean = True  # type: ignore[attr-defined]
     return view
@@ -57,7 +60,7 @@ def thread_lean(view: Callable[..., Any]) -> Callable[..., Any]:
 class EventsASGIHandler(ASGIHandler):
     """Django's ASGI handler, minus the per-request thread for ``thread_lean`` views."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self._is_thread_lean(scope):
             await self.handle(scope, receive, send)
         else:

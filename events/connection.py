@@ -30,11 +30,9 @@ from .conf import conf
 
 # Fail fast: a publish should raise within about a second when Redis is down,
 # not spend the default ten retries backing off.
-_CLIENT_OPTIONS = {
-    "socket_connect_timeout": 1.0,
-    "socket_timeout": 5.0,
-    "health_check_interval": 30,
-}
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 30
 
 
 def history_key(prefix: str | None = None) -> str:
@@ -63,7 +61,11 @@ def get_sync_client() -> redis.Redis:
         client = _sync_clients.get(url)
         if client is None:
             client = redis.Redis.from_url(
-                url, retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1), **_CLIENT_OPTIONS
+                url,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=COMMAND_TIMEOUT,
+                health_check_interval=HEALTH_CHECK_INTERVAL,
             )
             _sync_clients[url] = client
         return client
@@ -77,7 +79,11 @@ def get_async_client() -> redis.asyncio.Redis:
     client = clients.get(url)
     if client is None:
         client = redis.asyncio.Redis.from_url(
-            url, retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), 1), **_CLIENT_OPTIONS
+            url,
+            retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
         )
         clients[url] = client
     return client

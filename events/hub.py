@@ -273,7 +273,7 @@ class Hub:
             self._pubsub = pubsub
             topics = list(self.topic_clients)
             self._expect_confirmations(topics)
-            await pubsub.connect()
+            await pubsub.connect()  # type: ignore[no-untyped-call]
             if topics:
                 await pubsub.subscribe(*[self._prefix + topic for topic in topics])
             watermark = await history.current_id(get_async_client())
@@ -375,7 +375,7 @@ class Hub:
             pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (redis.RedisError, OSError):
                 pass
         if was_connected:

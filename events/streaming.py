@@ -50,26 +50,37 @@ async def event_stream(topics: frozenset[str], last_event_id: str | None) -> Asy
     client = Subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
     loop = asyncio.get_running_loop()
     client.task = asyncio.current_task()
+    opened_at = loop.time()
+    delivered = 0
+    # Why the stream ended, for the log line; a client that goes away leaves it.
+    end = "client-gone"
     try:
         # First bytes at once, before any Redis work, so the stream is seen open.
         yield retry_hint() + sse.encode_comment("stream open")
         try:
             await hub.attach(client)
         except HubUnavailable as exc:
-            logger.info("events: stream refused: %s", exc)
+            end = "refused"
+            logger.info("events.stream refused reason=%r topics=%s", str(exc), ",".join(sorted(topics)))
             yield sse.encode_comment(f"unavailable: {exc}; retry later")
             return
         if conf.MAX_STREAM_AGE > 0:
-            age = conf.MAX_STREAM_AGE
-            client.deadline = loop.time() + age * random.uniform(0.85, 1.0)
-        logger.debug("events: stream open on %s", sorted(topics))
+            client.deadline = opened_at + conf.MAX_STREAM_AGE * random.uniform(0.85, 1.0)
+        logger.info(
+            "events.stream open topics=%s last_event_id=%s streams=%d",
+            ",".join(sorted(topics)),
+            last_event_id,
+            len(hub.streams),
+        )
 
         if last_event_id is not None:
             try:
                 replay = await history.read_after(get_async_client(), last_event_id, topics)
             except redis.RedisError as exc:
+                end = "redis-error"
                 yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
                 return
+            # Live events queued meanwhile that the replay covers are dropped by id.
             if replay.reset is not None:
                 metrics.CLIENTS_RESET.inc()
                 client.last_key = replay.reset.key
@@ -78,12 +89,14 @@ async def event_stream(topics: frozenset[str], last_event_id: str | None) -> Asy
                 client.last_key = parse_id(last_event_id)
                 if replay.events:
                     client.last_key = replay.events[-1].key
+                    delivered += len(replay.events)
                     metrics.EVENTS_DELIVERED.inc(len(replay.events))
                     yield b"".join(message.frame for message in replay.events)
 
         while True:
             await client.wait()
             if client.close_reason is not None:
+                end = client.close_reason
                 yield retry_hint() + sse.encode_comment(f"closing: {client.close_reason}; reconnect")
                 return
             messages = client.take()
@@ -92,9 +105,18 @@ async def event_stream(topics: frozenset[str], last_event_id: str | None) -> Asy
                 client.heartbeat_due = False
                 chunk += HEARTBEAT
             if chunk:
+                delivered += len(messages)
                 metrics.EVENTS_DELIVERED.inc(len(messages))
                 client.sending_since = loop.time()
                 yield chunk
                 client.sending_since = None
     finally:
         hub.detach(client)
+        if end != "refused":
+            logger.info(
+                "events.stream closed reason=%s seconds=%.1f delivered=%d topics=%s",
+                end,
+                loop.time() - opened_at,
+                delivered,
+                ",".join(sorted(topics)),
+            )

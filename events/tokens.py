@@ -10,6 +10,7 @@ names; any other requested topic still goes through the authorization hook.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.core import signing
 
@@ -34,7 +35,7 @@ def make_token(topics: Iterable[str]) -> str:
 def granted_topics(token: str) -> frozenset[str]:
     """The topics ``token`` grants; InvalidToken if it is forged, malformed or expired."""
     try:
-        names = signing.loads(token, salt=SALT, max_age=conf.TOKEN_MAX_AGE)
+        names = signing.loads(token, salt=SALT, max_age=timedelta(seconds=conf.TOKEN_MAX_AGE))
     except signing.SignatureExpired:
         raise InvalidToken("The subscribe token has expired.") from None
     except signing.BadSignature:

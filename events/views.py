@@ -8,11 +8,12 @@ Errors are JSON: ``{"error": "<message for people>", "code": "<stable code>"}``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
+from typing import Any
 
 import redis
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -28,7 +29,7 @@ from .tokens import InvalidToken, granted_topics
 
 logger = logging.getLogger(__name__)
 
-View = Callable[[HttpRequest], Awaitable[HttpResponse]]
+View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
 
 
 def error(status: int, code: str, message: str) -> JsonResponse:
@@ -41,7 +42,7 @@ def get_only(view: View) -> View:
     """Answer any method but GET with a JSON 405 (Django's own 405 has no body)."""
 
     @wraps(view)
-    async def wrapper(request: HttpRequest) -> HttpResponse:
+    async def wrapper(request: HttpRequest) -> HttpResponseBase:
         if request.method != "GET":
             response = error(405, "method_not_allowed", f"Method {request.method} is not allowed here; use GET.")
             response["Allow"] = "GET"
@@ -53,7 +54,7 @@ def get_only(view: View) -> View:
     return csrf_exempt(wrapper)
 
 
-async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpResponse | None:
+async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpResponseBase | None:
     """Parse the token and ask the hook; a 403 (saying nothing about the topics) if denied."""
     token = params.parse_token(request)
     granted: frozenset[str] = frozenset()
@@ -69,7 +70,7 @@ async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpR
 
 @thread_lean
 @get_only
-async def stream(request: HttpRequest) -> HttpResponse:
+async def stream(request: HttpRequest) -> HttpResponseBase:
     try:
         topics = params.parse_topics(request)
         last_event_id = params.parse_last_event_id(request)
@@ -87,7 +88,7 @@ async def stream(request: HttpRequest) -> HttpResponse:
 
 @thread_lean
 @get_only
-async def poll(request: HttpRequest) -> HttpResponse:
+async def poll(request: HttpRequest) -> HttpResponseBase:
     try:
         topics = params.parse_topics(request)
         since = params.parse_since(request)

@@ -122,6 +122,11 @@ EVENTS = {
     "MAX_TOPICS": int(env_number("EVENTS_MAX_TOPICS", 16)),
     "MAX_STREAMS": int(env_number("EVENTS_MAX_STREAMS", 20000)),
     "MAX_STREAM_AGE": env_number("EVENTS_MAX_STREAM_AGE", 3600),
+    "MAX_POLLS": int(env_number("EVENTS_MAX_POLLS", 20000)),
+    "QUEUE_SIZE": int(env_number("EVENTS_QUEUE_SIZE", 256)),
+    "WRITE_TIMEOUT": env_number("EVENTS_WRITE_TIMEOUT", 30),
+    "RETRY_MS": int(env_number("EVENTS_RETRY_MS", 2000)),
+    "TOKEN_MAX_AGE": env_number("EVENTS_TOKEN_MAX_AGE", 3600),
     "AUTHORIZE": os.environ.get("EVENTS_AUTHORIZE", "events.authorization.default_authorize"),
 }
 

@@ -125,3 +125,60 @@ async def open_stream(url: str, headers: dict[str, str] | None = None) -> AsyncI
         client.stream("GET", url, headers=headers) as response,
     ):
         yield SSEStream(response)
+
+
+class RawStream:
+    """An SSE request on a bare socket: cheap enough to open hundreds, and able to not read at all."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.data = b""
+
+    async def read_until(self, marker: bytes, timeout: float = 5.0) -> bytes:
+        async def read() -> bytes:
+            while marker not in self.data:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise AssertionError(f"connection closed before {marker!r}; got {self.data[-500:]!r}")
+                self.data += chunk
+            return self.data
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def read_to_end(self, timeout: float = 5.0) -> bytes:
+        """Read until the chunked body's last chunk (a clean end) or EOF."""
+        await self.read_until(b"\r\n0\r\n\r\n", timeout)
+        return self.data
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+async def open_raw_stream(url: str, headers: dict[str, str] | None = None, buffer: int | None = None) -> RawStream:
+    """Send ``GET url`` on a new connection; ``buffer`` shrinks the receive buffer (for stuck clients)."""
+    parsed = httpx.URL(url)
+    sock = None
+    if buffer is not None:
+        import socket
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parsed.host, parsed.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+    else:
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+    lines = [
+        f"GET {parsed.raw_path.decode()} HTTP/1.1",
+        f"Host: {parsed.host}:{parsed.port}",
+        "Accept: text/event-stream",
+    ]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    return RawStream(reader, writer)

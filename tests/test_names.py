@@ -37,7 +37,7 @@ def test_topic_length_limit_follows_the_setting():
 
 @pytest.mark.parametrize("name", ["", "a b", "a\nb", "x" * 65, "reset", None])
 def test_invalid_event_names_are_refused(name):
-    with pytest.raises(ValueError, match="[Ee]vent name"):
+    with pytest.raises(ValueError, match=r"[Ee]vent name"):
         validate_event_name(name)
 
 

@@ -1,0 +1,58 @@
+"""Prompt shutdown: on SIGTERM open streams end cleanly and the worker exits at once."""
+
+import asyncio
+import signal
+import time
+
+import httpx
+
+from events import publish
+
+from .servers import wait_for
+from .sse import open_raw_stream, open_stream
+
+STREAMS = 200
+
+
+def health(server):
+    return httpx.get(f"{server.url}/events/health/", timeout=5).json()
+
+
+async def test_sigterm_ends_200_open_streams_cleanly_and_exits_within_3_seconds(start_server, topic):
+    srv = start_server({"EVENTS_HEARTBEAT": "5"})
+    streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
+    try:
+        await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
+        await asyncio.to_thread(wait_for, lambda: health(srv)["streams"] == STREAMS, 10, f"{STREAMS} streams")
+        started = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        bodies = await asyncio.gather(*(s.read_to_end(timeout=3) for s in streams))
+        await asyncio.to_thread(srv.process.wait, 3)
+        assert time.monotonic() - started < 3
+        for body in bodies:
+            # A closing comment with a retry hint, then the chunked body's normal end.
+            assert b": closing: shutdown; reconnect\n\n" in body
+            assert b"retry: " in body.split(b"stream open")[1]
+    finally:
+        for s in streams:
+            await s.close()
+
+
+async def test_sigterm_answers_a_waiting_long_poll_with_what_it_has(start_server, topic):
+    srv = start_server({"EVENTS_LONGPOLL_TIMEOUT": "30"})
+    since = publish(topic)
+    async with httpx.AsyncClient(timeout=10) as client:
+        request = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}&since={since}"))
+        await asyncio.to_thread(wait_for, lambda: health(srv)["polls"] == 1, 10, "the poll to wait")
+        srv.process.send_signal(signal.SIGTERM)
+        response = await asyncio.wait_for(request, 3)
+    assert response.status_code == 200
+    assert response.json() == {"events": [], "last_id": since}
+
+
+async def test_streams_end_cleanly_at_their_maximum_age(start_server, topic):
+    srv = start_server({"EVENTS_MAX_STREAM_AGE": "0.5", "EVENTS_HEARTBEAT": "0.1"})
+    async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
+        frames = await stream.until_end(timeout=5)
+    assert any("closing: max-age; reconnect" in c for f in frames for c in f.comments)
+    assert stream.ended

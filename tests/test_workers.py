@@ -1,0 +1,72 @@
+"""Many workers and hosts on one Redis: every client gets every event exactly once."""
+
+import asyncio
+from collections import Counter
+
+import httpx
+
+from events import publish
+
+from .servers import wait_for
+from .sse import open_raw_stream
+
+EVENTS = 20
+
+
+def streams_open(server):
+    return httpx.get(f"{server.url}/events/health/", timeout=5).json()["streams"]
+
+
+async def test_two_workers_deliver_each_event_once_to_every_client(start_server, topic, redis_client):
+    from events.connection import channel_name
+
+    srv = start_server(args=["--workers", "2"])
+    channel = channel_name(topic, srv.env["EVENTS_PREFIX"])
+    # Streams resume from here, so none can miss an event while it attaches.
+    start = publish(topic)
+    streams = []
+    try:
+        # Which worker accepts a connection is up to the kernel: open bursts
+        # of connections until both workers' hubs have subscribed.
+        for _ in range(20):
+            burst = await asyncio.gather(
+                *(
+                    open_raw_stream(f"{srv.url}/events/stream/?topic={topic}", {"Last-Event-ID": start})
+                    for _ in range(10)
+                )
+            )
+            streams += burst
+            await asyncio.gather(*(s.read_until(b"stream open") for s in burst))
+            await asyncio.to_thread(
+                wait_for, lambda: redis_client.pubsub_numsub(channel)[0][1] >= 1, 10, "a worker subscribed"
+            )
+            if redis_client.pubsub_numsub(channel)[0][1] == 2:
+                break
+        assert redis_client.pubsub_numsub(channel)[0][1] == 2, "the kernel never gave the second worker a connection"
+        ids = [publish(topic, data=i) for i in range(EVENTS)]
+        await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
+        for s in streams:
+            seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
+            assert seen == Counter(ids)
+    finally:
+        for s in streams:
+            await s.close()
+
+
+async def test_separate_instances_deliver_each_event_once_to_every_client(start_server, topic, redis_client):
+    one, two = start_server(), start_server()
+    start = publish(topic)
+    urls = [f"{srv.url}/events/stream/?topic={topic}" for srv in (one, two) for _ in range(5)]
+    streams = [await open_raw_stream(url, {"Last-Event-ID": start}) for url in urls]
+    try:
+        await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
+        for srv in (one, two):
+            await asyncio.to_thread(wait_for, lambda srv=srv: streams_open(srv) == 5, 10, "streams attached")
+        ids = [publish(topic, data=i) for i in range(EVENTS)]
+        await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
+        for s in streams:
+            seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
+            assert seen == Counter(ids)
+    finally:
+        for s in streams:
+            await s.close()
