@@ -769,7 +769,10 @@ class Coordinator:
         self.done_ev: dict[int, asyncio.Event] = {}
         self.seq = 0
         self.pub = None
-        self.log_lines = []
+        self.t_start = time.monotonic()
+
+    def remaining(self):
+        return self.a.budget - (time.monotonic() - self.t_start)
 
     def log(self, *parts):
         line = " ".join(str(p) for p in parts)
@@ -889,7 +892,8 @@ class Coordinator:
                for i in range(len(self.shards))]
         rate = self.a.rate / len(self.shards)
         conc = max(1, self.a.concurrency // len(self.shards))
-        timeout = self.a.setup_timeout + n / 1000.0
+        timeout = self.a.setup_timeout + n / self.a.min_setup_rate
+        timeout = max(10.0, min(timeout, self.remaining()))
         coros = [h.call({"cmd": "open", "n": k, "rate": rate, "concurrency": conc,
                          "timeout": timeout, "mode": mode}, timeout + 30)
                  for h, k in zip(self.shards, per) if k > 0]
@@ -964,7 +968,10 @@ class Coordinator:
         pubs = []
         timeouts = 0
         k = self.a.publishes if n_expected > 1000 else self.a.publishes * 2
-        for _ in range(k):
+        for i in range(k):
+            if i >= 3 and time.monotonic() - t0 > self.a.phase_budget:
+                self.log(f"publish phase over {self.a.phase_budget:.0f} s: stopping after {i} publishes")
+                break
             p = await self.one_publish(fan_timeout)
             pubs.append(p)
             if not p["complete"]:
@@ -973,6 +980,7 @@ class Coordinator:
                     self.log("two incomplete fan-outs: stopping this level")
                     break
             await asyncio.sleep(self.a.gap)
+        self.log(f"publish phase N={n_expected} end")
         # let stragglers arrive before counting (bounded)
         await asyncio.sleep(0.2)
         wall = time.monotonic() - t0
@@ -997,6 +1005,10 @@ class Coordinator:
         self.log("baseline rss MB", round(base["rss"] / 2**20, 1), "threads", base["threads"])
         current = 0
         for n in self.a.levels:
+            if self.remaining() < 15:
+                self.log(f"time budget ({self.a.budget:.0f} s) used up: level {n} skipped")
+                results.append({"n": n, "error": "skipped: time budget used up", "setup": {}})
+                break
             self.log(f"opening {n - current} streams (to {n})")
             setup = await self.open_streams(n - current, "sse")
             current += setup["ok"]
@@ -1141,7 +1153,14 @@ def parse_args(argv=None):
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between publishes")
     ap.add_argument("--rate", type=float, default=5000, help="connection attempts per second")
     ap.add_argument("--concurrency", type=int, default=1000, help="max handshakes in flight")
-    ap.add_argument("--setup-timeout", type=float, default=20.0, help="seconds (+1 ms per stream)")
+    ap.add_argument("--setup-timeout", type=float, default=20.0,
+                    help="seconds to set up a level, plus N / --min-setup-rate")
+    ap.add_argument("--min-setup-rate", type=float, default=100.0,
+                    help="streams/s below which a level's set-up is cut short")
+    ap.add_argument("--budget", type=float, default=600.0,
+                    help="seconds for the whole ramp: no new level starts after it")
+    ap.add_argument("--phase-budget", type=float, default=20.0,
+                    help="seconds of publishing per level (at least 3 publishes)")
     ap.add_argument("--fanout-timeout", type=float, default=10.0, help="seconds (+1 ms per stream)")
     ap.add_argument("--per-shard", type=int, default=15000, help="max connections per load process")
     ap.add_argument("--topic", default="bench")

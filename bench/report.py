@@ -317,7 +317,7 @@ def write_all(doc, results_dir):
 # ---- py-spy
 
 
-def summarize_pyspy(raw_path, top=25):
+def summarize_pyspy(raw_path, top=40):
     """Self and inclusive sample shares from py-spy's collapsed-stack ('raw') output."""
     self_c, incl_c = Counter(), Counter()
     total = 0
@@ -340,25 +340,37 @@ def summarize_pyspy(raw_path, top=25):
 
 
 def profile_markdown(prof):
-    lines = ["# py-spy profile of our server during fan-out", ""]
+    lines = ["# py-spy profiles of our server (one worker)", "",
+             "Recorded by `bench/run.py --profile` with `py-spy record --nonblocking -r 250`, "
+             "each for exactly one phase of the loader. Idle samples (threads waiting) are "
+             "excluded, so shares are of the time the process was busy. Frames are grouped "
+             "by function (line numbers dropped).", ""]
     res = prof.get("result") or {}
     lvs = res.get("levels") or []
     if lvs:
         lv = lvs[0]
-        lines.append(f"N = {lv['n']:,} streams, one worker; fan-out median {fmt(lv.get('fanout_ms'))} ms, "
+        s = lv.get("setup", {})
+        lines.append(f"N = {lv['n']:,} streams: set-up {fmt(s.get('rate_per_s'))} streams/s; "
+                     f"fan-out median {fmt(lv.get('fanout_ms'))} ms, "
                      f"server {fmt(lv.get('server_us_per_msg'))} µs/msg, "
-                     f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered. "
-                     f"Flame graph: `profile-ours.svg`.")
+                     f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered.")
         lines.append("")
-    s = prof.get("summary")
-    if not s:
-        lines.append("(no samples)")
-        return "\n".join(lines) + "\n"
-    lines += [f"{s['total_samples']:,} samples (250 Hz, --nonblocking, idle samples included).", "",
-              "## Self time (top)", "", "| share | frame |", "|---|---|"]
-    lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["self"]]
-    lines += ["", "## Inclusive (top)", "", "| share | frame |", "|---|---|"]
-    lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["inclusive"]]
+    for phase, title in (("setup", "While N streams are being set up"),
+                         ("fanout", "While publishes fan out to N streams")):
+        ph = (prof.get("phases") or {}).get(phase) or {}
+        s = ph.get("summary")
+        lines += [f"## {title}", ""]
+        if not s:
+            lines += ["(no samples)", ""]
+            continue
+        lines += [f"{s['total_samples']:,} busy samples. Flame graph: `{ph.get('svg')}`.", "",
+                  "Self time (top):", "", "| share | frame |", "|---|---|"]
+        lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["self"][:20]]
+        lines += ["", "Inclusive (top, below the event loop):", "", "| share | frame |", "|---|---|"]
+        skip = ("main (uvicorn", "Command.", "Context.invoke", "Runner.run", "run (uvicorn",
+                "<module> (uvicorn", "Server.run", "asyncio_run")
+        lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["inclusive"] if not k.startswith(skip)][:20]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

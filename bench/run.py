@@ -333,6 +333,7 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
             "--levels", ",".join(map(str, levels)),
             "--publishes", str(ctx.publishes),
             "--rate", str(ctx.rate),
+            "--budget", str(ctx.run_budget),
             "--redis-port", str(ctx.redis_port if system.name != "nchan" else 0),
             "--redis-pid", str(ctx.redis_pid if system.name != "nchan" else 0),
             "--publisher-cmd", json.dumps(cmd), "--publisher-env", json.dumps(env),
@@ -405,8 +406,9 @@ def versions(ctx):
     }
 
 
-def profile_ours(ctx, n, seconds):
-    """py-spy record of our worker while it fans out (publish phase only)."""
+def profile_ours(ctx, n):
+    """py-spy record of our worker (1) while N streams are set up and (2) while
+    it fans out; each recording runs exactly for that phase of the loader."""
     pyspy = os.path.join(ROOT, ".venv", "bin", "py-spy")
     if not os.path.exists(pyspy):
         log("py-spy missing: .venv/bin/pip install -r bench/requirements.txt")
@@ -416,31 +418,50 @@ def profile_ours(ctx, n, seconds):
     if why:
         log("skip profile:", why)
         return None
-    ctx.publishes = max(ctx.publishes, 40)
+    ctx.publishes = max(ctx.publishes, 30)
     pid = sysobj.start(1, ctx.server_cpus)
-    raw = os.path.join(ctx.raw, "profile-ours.txt")
-    svg = os.path.join(ctx.results, "profile-ours.svg")
-    spies = []
+    phases = {"setup": ("opening", "setup {"), "fanout": ("publish phase", "publish phase N=")}
+    running = {}
+    paths = {}
+
+    def spy(phase, fmt, suffix):
+        path = os.path.join(ctx.raw if fmt == "raw" else ctx.results, f"profile-ours-{phase}.{suffix}")
+        paths[(phase, fmt)] = path
+        return subprocess.Popen([pyspy, "record", "--nonblocking", "-r", "250", "-p", str(pid),
+                                 "-f", fmt, "-o", path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def on_line(line):
-        if "publish phase" in line and not spies:
-            for fmt, path in (("raw", raw), ("flamegraph", svg)):
-                spies.append(subprocess.Popen(
-                    [pyspy, "record", "--nonblocking", "-r", "250", "-d", str(seconds),
-                     "-p", str(pid), "-f", fmt, "-o", path],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for phase, (begin, end) in phases.items():
+            if phase not in running and begin in line and not (phase == "setup" and "(to 10 " in line):
+                if phase == "fanout" and not line.rstrip().endswith("start"):
+                    continue
+                running[phase] = [spy(phase, "raw", "txt"), spy(phase, "flamegraph", "svg")]
+            elif phase in running and end in line and (phase != "fanout" or line.rstrip().endswith("end")):
+                for p in running[phase]:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGINT)
+                phases[phase] = ("\0never", "\0never")
 
     try:
         res = run_loadgen(ctx, sysobj, 1, "sse", [n], pid, on_line=on_line)
     finally:
-        for s in spies:
-            try:
-                s.wait(seconds + 30)
-            except subprocess.TimeoutExpired:
-                s.kill()
+        for procs in running.values():
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
         sysobj.stop()
-    summary = report.summarize_pyspy(raw) if os.path.exists(raw) else None
-    out = {"n": n, "result": res, "summary": summary, "svg": svg}
+    out = {"n": n, "result": res, "phases": {}}
+    for phase in ("setup", "fanout"):
+        raw = paths.get((phase, "raw"))
+        out["phases"][phase] = {
+            "summary": report.summarize_pyspy(raw) if raw and os.path.exists(raw) else None,
+            "svg": os.path.basename(paths.get((phase, "flamegraph"), "")),
+        }
     with open(os.path.join(ctx.raw, "profile.json"), "w") as f:
         json.dump(out, f, indent=1)
     with open(os.path.join(ctx.results, "PROFILE.md"), "w") as f:
@@ -478,7 +499,8 @@ def main():
     ctx.size = args.size
     ctx.rate = args.rate
     ctx.publishes = args.publishes or (5 if args.quick else 10)
-    ctx.scenario_timeout = 600
+    ctx.run_budget = 60 if args.quick else 150  # seconds of ramp per system and worker count
+    ctx.scenario_timeout = ctx.run_budget + 300  # hard stop for a hung loader
     machine = procfs.machine_description()
 
     ensure_eventstream_venv(args.no_install)
@@ -492,7 +514,7 @@ def main():
     t_start = time.monotonic()
     try:
         if args.profile:
-            profile_ours(ctx, int(args.levels or 5000), 20)
+            profile_ours(ctx, int(args.levels or 5000))
             return 0
         systems = [s for s in args.systems.split(",") if s]
         workers = [int(w) for w in args.workers.split(",") if w]

@@ -1,0 +1,54 @@
+"""Health and Prometheus metrics reflect what happened; limits give retry-able answers."""
+
+import asyncio
+import re
+
+import httpx
+
+from events import publish
+
+from .servers import wait_for
+from .sse import open_stream
+
+
+def metric(srv, name):
+    text = httpx.get(f"{srv.url}/events/metrics/", timeout=5).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics:\n{text}"
+    return float(match.group(1))
+
+
+async def test_health_and_metrics_follow_streams_and_events(start_server, topic):
+    srv = start_server()
+    health = httpx.get(f"{srv.url}/events/health/", timeout=5)
+    assert health.status_code == 200
+    assert health.json()["redis"] is True
+    delivered_before = metric(srv, "events_delivered_total")
+    async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as one:
+        async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as two:
+            await one.next_frame()
+            await two.next_frame()
+            await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 2, 10, "2 streams")
+            assert metric(srv, "events_topics_subscribed") >= 1
+            assert httpx.get(f"{srv.url}/events/health/", timeout=5).json()["hub"] == "connected"
+            publish(topic)
+            await one.next_event()
+            await two.next_event()
+            assert metric(srv, "events_delivered_total") == delivered_before + 2
+            assert metric(srv, "events_hub_connected") == 1
+    await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 0, 10, "streams closed")
+
+
+async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(start_server, topic):
+    srv = start_server({"EVENTS_MAX_STREAMS": "2"})
+    async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as one:
+        async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as two:
+            await one.next_frame()
+            await two.next_frame()
+            await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 2, 10, "2 streams")
+            async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as third:
+                assert third.response.status_code == 200
+                frames = await third.until_end()
+            assert frames[0].get("retry").isdigit()
+            assert any("EVENTS['MAX_STREAMS']" in c for f in frames for c in f.comments)
+            assert metric(srv, 'events_streams_rejected_total{reason="limit"}') == 1

@@ -1,0 +1,58 @@
+"""Slow and stuck clients: bounded memory, no delay for others, released after the write timeout."""
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from events import publish
+
+from .servers import wait_for
+from .sse import open_raw_stream, open_stream
+
+EVENTS = 10_000
+PAYLOAD = "x" * 2000  # 10,000 x 2 KB: 20 MB that an unbounded queue would keep
+
+
+def rss_bytes(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def streams_open(srv):
+    return httpx.get(f"{srv.url}/events/health/", timeout=5).json()["streams"]
+
+
+async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(start_server, topic):
+    srv = start_server({"EVENTS_WRITE_TIMEOUT": "3", "EVENTS_HEARTBEAT": "0.2"})
+    stuck = await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}", buffer=4096)
+    try:
+        await stuck.read_until(b"stream open")
+        async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as reader:
+            await reader.next_frame()
+            await asyncio.to_thread(wait_for, lambda: streams_open(srv) == 2, 10, "both streams attached")
+            before = rss_bytes(srv.pid)
+
+            published: list[str] = []
+            publisher = asyncio.create_task(
+                asyncio.to_thread(lambda: published.extend(publish(topic, data=PAYLOAD) for _ in range(EVENTS)))
+            )
+            received = 0
+            last_id = None
+            while received < EVENTS:
+                frame = await reader.next_event(timeout=10)
+                received += 1
+                last_id = frame.id
+            await publisher
+            assert last_id == published[-1]
+            growth = rss_bytes(srv.pid) - before
+            assert growth < 10 * 1024 * 1024, f"server RSS grew by {growth / 1e6:.1f} MB"
+
+            # The stuck stream is given up after the write timeout; the reader stays.
+            await asyncio.to_thread(wait_for, lambda: streams_open(srv) == 1, 15, "the stuck stream to be released")
+            follow = publish(topic, data="still live")
+            assert (await reader.next_event()).id == follow
+    finally:
+        await stuck.close()

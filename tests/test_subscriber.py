@@ -1,0 +1,60 @@
+"""A subscriber's bounded queue: overflow coalesces per topic, then resets; duplicates are dropped."""
+
+import asyncio
+
+from events.ids import parse_id
+from events.messages import Message
+from events.subscriber import Subscriber
+
+
+def message(id, topic="a"):
+    return Message(id, topic, "invalidate", "null")
+
+
+def test_messages_come_out_in_order():
+    client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    for i in range(1, 4):
+        client.push(message(f"{i}-0"))
+    assert [m.id for m in client.take()] == ["1-0", "2-0", "3-0"]
+    assert client.take() == []
+
+
+def test_overflow_keeps_the_latest_event_per_topic_in_order():
+    client = Subscriber(frozenset({"a", "b"}), queue_size=3, is_stream=True)
+    for i, topic in enumerate(["a", "b", "a", "a"], start=1):
+        client.push(message(f"{i}-0", topic))
+    assert [(m.id, m.topic) for m in client.take()] == [("2-0", "b"), ("4-0", "a")]
+
+
+def test_overflow_beyond_one_per_topic_becomes_a_single_reset():
+    client = Subscriber(frozenset({"a", "b", "c"}), queue_size=2, is_stream=True)
+    for i, topic in enumerate(["a", "b", "c"], start=1):
+        client.push(message(f"{i}-0", topic))
+    [reset] = client.take()
+    assert (reset.event, reset.id) == ("reset", "3-0")
+
+
+def test_events_not_newer_than_the_last_given_are_dropped():
+    client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    client.last_key = parse_id("5-0")
+    for id in ["4-0", "5-0", "6-0"]:
+        client.push(message(id))
+    assert [m.id for m in client.take()] == ["6-0"]
+
+
+def test_a_reset_always_passes_even_with_a_lower_id():
+    client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    client.last_key = parse_id("5-0")
+    client.push(Message.reset("0-0", "unknown-id"))
+    client.push(message("1-0"))
+    assert [(m.event, m.id) for m in client.take()] == [("reset", "0-0"), ("invalidate", "1-0")]
+
+
+async def test_wait_returns_when_something_arrives():
+    client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    waiter = asyncio.create_task(client.wait())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    client.heartbeat()
+    await asyncio.wait_for(waiter, 1)
+    assert client.heartbeat_due
