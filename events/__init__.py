@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["PublishError", "apublish", "make_token", "publish", "publish_on_commit"]
+__all__ = ["PublishError", "apublish", "make_token", "publish", "publish_changes", "publish_on_commit"]
 
 if TYPE_CHECKING:
     from .exceptions import PublishError
+    from .model_events import publish_changes
     from .publishing import apublish, publish, publish_on_commit
     from .tokens import make_token
 
@@ -23,6 +24,7 @@ _EXPORTS = {
     "publish": "publishing",
     "apublish": "publishing",
     "publish_on_commit": "publishing",
+    "publish_changes": "model_events",
     "PublishError": "exceptions",
     "make_token": "tokens",
 }

@@ -1,5 +1,6 @@
 """Publishing: one atomic round trip that feeds both the history and live delivery."""
 
+import json
 import time
 
 import pytest
@@ -109,3 +110,25 @@ def _current_events():
     from django.conf import settings
 
     return dict(settings.EVENTS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_changes_publishes_model_saves_and_deletes_after_commit(redis_client, topic):
+    from django.contrib.auth.models import Group
+
+    from events.model_events import publish_changes
+
+    publish_changes(Group, topic=lambda group: f"{topic}-{group.name}")
+    with transaction.atomic():
+        group = Group.objects.create(name="a")
+        assert history_entries(redis_client, f"{topic}-a") == []
+    pk = group.pk
+    group.delete()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Group.objects.create(name="a")
+        raise RuntimeError("rolled back")
+    data = [json.loads(fields["d"]) for _, fields in history_entries(redis_client, f"{topic}-a")]
+    assert data == [
+        {"model": "auth.group", "pk": pk, "action": "saved"},
+        {"model": "auth.group", "pk": pk, "action": "deleted"},
+    ]

@@ -9,6 +9,7 @@ request routing; the times of connection attempts are recorded in the page
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -94,7 +95,7 @@ def test_a_stream_that_keeps_failing_falls_back_to_long_poll(open_board: Callabl
     streams = attempts(page, topic, "stream")
     assert len(streams) == 3
     # Waits between attempts grow: at least half of 200 ms, then of 400 ms.
-    gaps = [b - a for a, b in zip(streams, streams[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(streams)]
     assert gaps[0] >= 100 and gaps[1] >= 200, gaps
     assert "reconnecting" in page.evaluate("probe.states")
 
@@ -112,7 +113,7 @@ def test_a_server_that_is_down_is_not_hammered(open_board: Callable[..., Page], 
     assert page.evaluate("probe.sub.state") == "reconnecting"
     polls = attempts(page, topic, "poll")
     # Exponential from 200 ms, capped at 800 ms, half of each delay random.
-    for failures, (a, b) in enumerate(zip(polls, polls[1:]), start=1):
+    for failures, (a, b) in enumerate(itertools.pairwise(polls), start=1):
         ceiling = min(800, 200 * 2 ** (failures - 1))
         assert ceiling / 2 - 5 <= b - a <= ceiling + 700, (failures, b - a)
 

@@ -1,0 +1,49 @@
+"""Publishing model changes: an invalidation after every committed save or delete.
+
+Connect once, e.g. in your ``AppConfig.ready()``::
+
+    from events.model_events import publish_changes
+
+    publish_changes(Tracker, topic="board")                      # one topic for the model
+    publish_changes(Note, topic=lambda note: f"user:{note.owner_id}")  # a topic per row
+
+Each save or delete of an instance publishes ``invalidate`` on the topic, with
+``{"model": "app.model", "pk": ..., "action": "saved" | "deleted"}`` as data,
+after the transaction commits (``publish_on_commit``): clients that re-fetch
+never read the old rows, and a rolled-back change publishes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models
+from django.db.models.signals import post_delete, post_save
+
+from .publishing import publish_on_commit
+from .topics import validate_topic
+
+TopicSpec = str | Callable[[Any], str]
+
+
+def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = "invalidate") -> None:
+    """Publish on ``topic`` (a name, or a function of the instance) after each committed change."""
+    if isinstance(topic, str):
+        validate_topic(topic)
+    label = model._meta.label_lower
+
+    def topic_for(instance: Any) -> str:
+        return topic(instance) if callable(topic) else topic
+
+    def on_save(sender: type[models.Model], instance: Any, using: str, **kwargs: Any) -> None:
+        data = {"model": label, "pk": instance.pk, "action": "saved"}
+        publish_on_commit(topic_for(instance), data, event, using=using)
+
+    def on_delete(sender: type[models.Model], instance: Any, using: str, **kwargs: Any) -> None:
+        data = {"model": label, "pk": instance.pk, "action": "deleted"}
+        publish_on_commit(topic_for(instance), data, event, using=using)
+
+    uid = f"events.publish_changes:{label}:{topic if isinstance(topic, str) else id(topic)}"
+    post_save.connect(on_save, sender=model, weak=False, dispatch_uid=uid + ":save")
+    post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid + ":delete")
