@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -28,11 +29,15 @@ from redis.retry import Retry
 
 from .conf import conf
 
+
 # Fail fast: a publish should raise within about a second when Redis is down,
 # not spend the default ten retries backing off.
-CONNECT_TIMEOUT = 1.0
-COMMAND_TIMEOUT = 5.0
-HEALTH_CHECK_INTERVAL = 30
+def _command_options() -> dict[str, Any]:
+    return {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 30}
+
+
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=0.2, base=0.05)
 
 
 def history_key(prefix: str | None = None) -> str:
@@ -60,13 +65,7 @@ def get_sync_client() -> redis.Redis:
     with _sync_lock:
         client = _sync_clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(
-                url,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=COMMAND_TIMEOUT,
-                health_check_interval=HEALTH_CHECK_INTERVAL,
-            )
+            client = redis.Redis.from_url(url, retry=Retry(_backoff(), 1), **_command_options())
             _sync_clients[url] = client
         return client
 
@@ -78,13 +77,7 @@ def get_async_client() -> redis.asyncio.Redis:
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = redis.asyncio.Redis.from_url(
-            url,
-            retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), 1),
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-        )
+        client = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(_backoff(), 1), **_command_options())
         clients[url] = client
     return client
 

@@ -68,17 +68,26 @@ async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpR
     return None
 
 
-@thread_lean
-@get_only
-async def stream(request: HttpRequest) -> HttpResponseBase:
+async def _read_request(
+    request: HttpRequest, read_id: Callable[[HttpRequest], str | None]
+) -> tuple[frozenset[str], str | None] | HttpResponseBase:
+    """The topics and the resume id of a valid, authorized request; else the error response."""
     try:
         topics = params.parse_topics(request)
-        last_event_id = params.parse_last_event_id(request)
+        resume_id = read_id(request)
         refusal = await _topics_allowed(request, topics)
     except params.BadRequest as exc:
         return error(exc.status, exc.code, exc.message)
-    if refusal is not None:
-        return refusal
+    return refusal or (topics, resume_id)
+
+
+@thread_lean
+@get_only
+async def stream(request: HttpRequest) -> HttpResponseBase:
+    parsed = await _read_request(request, params.parse_last_event_id)
+    if isinstance(parsed, HttpResponseBase):
+        return parsed
+    topics, last_event_id = parsed
     response = StreamingHttpResponse(event_stream(topics, last_event_id), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tell nginx not to buffer this response (the deploy config also says so).
@@ -89,14 +98,10 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
 @thread_lean
 @get_only
 async def poll(request: HttpRequest) -> HttpResponseBase:
-    try:
-        topics = params.parse_topics(request)
-        since = params.parse_since(request)
-        refusal = await _topics_allowed(request, topics)
-    except params.BadRequest as exc:
-        return error(exc.status, exc.code, exc.message)
-    if refusal is not None:
-        return refusal
+    parsed = await _read_request(request, params.parse_since)
+    if isinstance(parsed, HttpResponseBase):
+        return parsed
+    topics, since = parsed
     try:
         answer = await long_poll(topics, since)
     except HubUnavailable as exc:

@@ -17,6 +17,12 @@ def streams_open(server):
     return httpx.get(f"{server.url}/events/health/", timeout=5).json()["streams"]
 
 
+def assert_each_received_once(streams, ids):
+    for s in streams:
+        seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
+        assert seen == Counter(ids), "an event was lost or duplicated"
+
+
 async def test_two_workers_deliver_each_event_once_to_every_client(start_server, topic, redis_client):
     from events.connection import channel_name
 
@@ -45,9 +51,7 @@ async def test_two_workers_deliver_each_event_once_to_every_client(start_server,
         assert redis_client.pubsub_numsub(channel)[0][1] == 2, "the kernel never gave the second worker a connection"
         ids = [publish(topic, data=i) for i in range(EVENTS)]
         await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
-        for s in streams:
-            seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
-            assert seen == Counter(ids)
+        assert_each_received_once(streams, ids)
     finally:
         for s in streams:
             await s.close()
@@ -64,9 +68,7 @@ async def test_separate_instances_deliver_each_event_once_to_every_client(start_
             await asyncio.to_thread(wait_for, lambda srv=srv: streams_open(srv) == 5, 10, "streams attached")
         ids = [publish(topic, data=i) for i in range(EVENTS)]
         await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
-        for s in streams:
-            seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
-            assert seen == Counter(ids)
+        assert_each_received_once(streams, ids)
     finally:
         for s in streams:
             await s.close()
