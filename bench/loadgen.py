@@ -42,9 +42,10 @@ except ImportError:  # still works, only slower
     uvloop = None
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import procfs  # noqa: E402
+import procfs
 
 HOST = "127.0.0.1"
+SELF = os.path.abspath(__file__)
 monotonic_ns = time.monotonic_ns
 
 # --------------------------------------------------------------------------
@@ -101,7 +102,7 @@ PROFILES = {
 
 
 def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
@@ -168,6 +169,7 @@ class Shard:
         self.empty = 0  # long-poll answered without an event
         self.inflight = 0
         self.setup_errors = Counter()
+        self.tasks: set[asyncio.Task] = set()
         self.out = sys.stdout
 
     # ---- messages to the coordinator
@@ -186,7 +188,7 @@ class Shard:
         for line in block.split(b"\n"):
             if not line or line[0] == 58:  # ':' comment
                 continue
-            field, sep, value = line.partition(b":")
+            field, _, value = line.partition(b":")
             if value[:1] == b" ":
                 value = value[1:]
             if field == b"data":
@@ -199,7 +201,7 @@ class Shard:
                 if not value.isdigit():
                     return (BAD, "retry not digits")
             else:
-                return (BAD, "unknown field %r" % field[:20])
+                return (BAD, f"unknown field {field[:20]!r}")
         if name is None:
             name = b"message"
         if not data_lines:
@@ -211,7 +213,7 @@ class Shard:
         if name in self.control:
             return (CTRL,)
         if name != self.event_name:
-            return (BAD, "unexpected event %r" % name[:30])
+            return (BAD, f"unexpected event {name[:30]!r}")
         try:
             obj = json.loads(b"\n".join(data_lines))
         except ValueError:
@@ -222,8 +224,11 @@ class Shard:
             topic, payload = obj["topic"], obj["data"]
         else:
             topic, payload = None, obj
-        if not isinstance(payload, dict) or not isinstance(payload.get("seq"), int) \
-                or not isinstance(payload.get("ts"), int):
+        if (
+            not isinstance(payload, dict)
+            or not isinstance(payload.get("seq"), int)
+            or not isinstance(payload.get("ts"), int)
+        ):
             return (BAD, "payload without seq/ts")
         idt = None
         if self.id_re is not None:
@@ -289,9 +294,11 @@ class Shard:
                 new.append(c)
                 self.inflight += 1
                 started += 1
-                loop.create_task(c.connect(loop))
+                task = loop.create_task(c.connect(loop))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
             await asyncio.sleep(0.001)
-        while self.inflight > 0 and monotonic_ns() < deadline:
+        while self.inflight > 0 and monotonic_ns() < deadline:  # noqa: ASYNC110 (bounded poll)
             await asyncio.sleep(0.005)
         ok = 0
         last = t0
@@ -321,8 +328,7 @@ class Shard:
         }
 
     def cmd_expect(self, seq):
-        alive = sum(1 for c in self.conns if c.alive and not (c.seen >> seq) & 1
-                    and not getattr(c, "answered", False))
+        alive = sum(1 for c in self.conns if c.alive and not (c.seen >> seq) & 1 and not getattr(c, "answered", False))
         already = len(self.lat.get(seq, ()))
         target = alive + already
         if already >= target:
@@ -372,8 +378,7 @@ class Shard:
             msg = json.loads(line)
             cmd = msg["cmd"]
             if cmd == "open":
-                self.send(await self.cmd_open(msg["n"], msg["rate"], msg["concurrency"],
-                                              msg["timeout"], msg["mode"]))
+                self.send(await self.cmd_open(msg["n"], msg["rate"], msg["concurrency"], msg["timeout"], msg["mode"]))
             elif cmd == "expect":
                 self.send(self.cmd_expect(msg["seq"]))
             elif cmd == "stats":
@@ -387,9 +392,25 @@ class Shard:
 
 
 class BaseConn(asyncio.Protocol):
-    __slots__ = ("shard", "idx", "transport", "start_ns", "ready_ns", "fail_reason",
-                 "alive", "closing", "hbuf", "in_body", "chunked", "raw", "chunk_left",
-                 "expect_crlf", "seen", "status", "eof")
+    __slots__ = (
+        "alive",
+        "chunk_left",
+        "chunked",
+        "closing",
+        "eof",
+        "expect_crlf",
+        "fail_reason",
+        "hbuf",
+        "idx",
+        "in_body",
+        "raw",
+        "ready_ns",
+        "seen",
+        "shard",
+        "start_ns",
+        "status",
+        "transport",
+    )
 
     def __init__(self, shard, idx):
         self.shard = shard
@@ -416,7 +437,7 @@ class BaseConn(asyncio.Protocol):
             await loop.create_connection(lambda: self, HOST, self.shard.port)
         except OSError as e:
             self.fail("connect: " + (os.strerror(e.errno) if e.errno else type(e).__name__))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.fail("connect: " + type(e).__name__)
 
     def fail(self, reason):
@@ -459,7 +480,7 @@ class BaseConn(asyncio.Protocol):
                 self.fail("header too long")
             return None
         head = self.hbuf[:i].decode("latin-1").split("\r\n")
-        rest = self.hbuf[i + 4:]
+        rest = self.hbuf[i + 4 :]
         self.hbuf = b""
         try:
             self.status = int(head[0].split(" ", 2)[1])
@@ -488,7 +509,7 @@ class BaseConn(asyncio.Protocol):
                 except ValueError:
                     size = -1
                 if size > 0 and len(data) == i + size + 4 and data[-2:] == b"\r\n":
-                    return data[i + 2:i + 2 + size]
+                    return data[i + 2 : i + 2 + size]
         raw = self.raw + data if self.raw else data
         pos = 0
         n = len(raw)
@@ -496,7 +517,7 @@ class BaseConn(asyncio.Protocol):
         while pos < n:
             if self.chunk_left:
                 take = min(self.chunk_left, n - pos)
-                out.append(raw[pos:pos + take])
+                out.append(raw[pos : pos + take])
                 pos += take
                 self.chunk_left -= take
                 if not self.chunk_left:
@@ -505,7 +526,7 @@ class BaseConn(asyncio.Protocol):
             if self.expect_crlf:
                 if n - pos < 2:
                     break
-                if raw[pos:pos + 2] != b"\r\n":
+                if raw[pos : pos + 2] != b"\r\n":
                     self.shard.bad("chunk framing")
                     self.abort()
                     return b""
@@ -535,9 +556,8 @@ class BaseConn(asyncio.Protocol):
         return out[0] if len(out) == 1 else b"".join(out)
 
 
-
 class SSEConn(BaseConn):
-    __slots__ = ("sbuf", "last_id")
+    __slots__ = ("last_id", "sbuf")
 
     def __init__(self, shard, idx):
         super().__init__(shard, idx)
@@ -569,7 +589,7 @@ class SSEConn(BaseConn):
                 if i > 0 and data[-2:] == b"\r\n":
                     try:
                         if len(data) == i + 4 + int(data[:i], 16):
-                            body = data[i + 2:-2]
+                            body = data[i + 2 : -2]
                     except ValueError:
                         pass
             if body is None:
@@ -631,7 +651,7 @@ class SSEConn(BaseConn):
 class PollConn(BaseConn):
     """One long-poll request; 'ready' once the request is written."""
 
-    __slots__ = ("body", "clen", "answered")
+    __slots__ = ("answered", "body", "clen")
 
     def __init__(self, shard, idx):
         super().__init__(shard, idx)
@@ -788,9 +808,14 @@ class Coordinator:
         cfg = {"system": self.a.system, "port": self.a.port, "topic": self.a.topic}
         for _ in range(n):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, os.path.abspath(__file__), "--shard", json.dumps(cfg),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                limit=1 << 26)
+                sys.executable,
+                SELF,
+                "--shard",
+                json.dumps(cfg),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 26,
+            )
             h = ShardHandle(proc)
             h.task = asyncio.get_running_loop().create_task(h.reader(self))
             hello = await asyncio.wait_for(h.replies.get(), 30)
@@ -803,8 +828,12 @@ class Coordinator:
         env = dict(os.environ)
         env.update(json.loads(self.a.publisher_env or "{}"))
         self.pub = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=self.a.publisher_cwd or None, env=env)
+            *cmd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=self.a.publisher_cwd or None,
+            env=env,
+        )
         line = await asyncio.wait_for(self.pub.stdout.readline(), 120)
         if not line.startswith(b"READY"):
             raise RuntimeError("publisher did not start: " + line.decode(errors="replace").strip())
@@ -858,6 +887,32 @@ class Coordinator:
                 return True
         return False
 
+    async def health_count(self, key):
+        """Optional: ask the server how many streams/polls it has registered
+        (ours: GET /events/health/ -> {"streams": n, "polls": n})."""
+        if not self.a.health_path:
+            return None
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(HOST, self.a.port), 5)
+            w.write(f"GET {self.a.health_path} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+            data = await asyncio.wait_for(r.read(), 10)
+            w.close()
+            return int(json.loads(data.split(b"\r\n\r\n", 1)[1])[key])
+        except (OSError, ValueError, KeyError, IndexError, asyncio.TimeoutError):
+            return None
+
+    async def wait_registered(self, key, n, max_s):
+        """Until the server reports n registered clients (if it can tell), bounded."""
+        t_end = time.monotonic() + max_s
+        got = None
+        while time.monotonic() < t_end:
+            got = await self.health_count(key)
+            if got is None or got >= n:
+                return got
+            await asyncio.sleep(0.25)
+        self.log(f"server reports {got} {key} of {n} after {max_s:.0f} s")
+        return got
+
     def redis_connections(self):
         """Connections the server tree holds to Redis: by its sockets (/proc),
         cross-checked against Redis' CLIENT LIST."""
@@ -873,10 +928,9 @@ class Coordinator:
             clients = r.client_list()
             listed = sum(1 for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ports)
             r.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.log("CLIENT LIST failed:", e)
-        return {"proc": len(ports), "client_list": listed,
-                "per_process": {str(k): len(v) for k, v in per.items() if v}}
+        return {"proc": len(ports), "client_list": listed, "per_process": {str(k): len(v) for k, v in per.items() if v}}
 
     def server_snapshot(self):
         pids = procfs.tree_pids(self.a.server_pid)
@@ -888,15 +942,19 @@ class Coordinator:
 
     # ---- scenario pieces
     async def open_streams(self, n, mode):
-        per = [n // len(self.shards) + (1 if i < n % len(self.shards) else 0)
-               for i in range(len(self.shards))]
+        per = [n // len(self.shards) + (1 if i < n % len(self.shards) else 0) for i in range(len(self.shards))]
         rate = self.a.rate / len(self.shards)
         conc = max(1, self.a.concurrency // len(self.shards))
         timeout = self.a.setup_timeout + n / self.a.min_setup_rate
         timeout = max(10.0, min(timeout, self.remaining()))
-        coros = [h.call({"cmd": "open", "n": k, "rate": rate, "concurrency": conc,
-                         "timeout": timeout, "mode": mode}, timeout + 30)
-                 for h, k in zip(self.shards, per) if k > 0]
+        coros = [
+            h.call(
+                {"cmd": "open", "n": k, "rate": rate, "concurrency": conc, "timeout": timeout, "mode": mode},
+                timeout + 30,
+            )
+            for h, k in zip(self.shards, per, strict=True)
+            if k > 0
+        ]
         replies = await asyncio.gather(*coros)
         ok = sum(r["ok"] for r in replies)
         errors = Counter()
@@ -920,9 +978,8 @@ class Coordinator:
         seq = self.seq
         self.seq += 1
         ev = self.done_ev[seq] = asyncio.Event()
-        targets = await asyncio.gather(*(h.call({"cmd": "expect", "seq": seq}, 30)
-                                         for h in self.shards))
-        for h, t in zip(self.shards, targets):
+        targets = await asyncio.gather(*(h.call({"cmd": "expect", "seq": seq}, 30) for h in self.shards))
+        for h, t in zip(self.shards, targets, strict=True):
             if t["done"]:
                 self.on_done(h, seq)
         expected = sum(t["target"] for t in targets)
@@ -933,13 +990,11 @@ class Coordinator:
         except asyncio.TimeoutError:
             complete = False
         del self.done_ev[seq]
-        return {"seq": seq, "expected": expected, "id": ident, "publish_call_us": call_us,
-                "complete": complete}
+        return {"seq": seq, "expected": expected, "id": ident, "publish_call_us": call_us, "complete": complete}
 
     async def collect(self, pubs):
         seqs = [p["seq"] for p in pubs]
-        stats = await asyncio.gather(*(h.call({"cmd": "stats", "seqs": seqs}, 60)
-                                       for h in self.shards))
+        stats = await asyncio.gather(*(h.call({"cmd": "stats", "seqs": seqs}, 60) for h in self.shards))
         agg = {"dups": 0, "invalid": Counter(), "lost": 0, "early": 0, "empty": 0, "alive": 0}
         lat = {s: [] for s in seqs}
         for st in stats:
@@ -951,9 +1006,11 @@ class Coordinator:
         for p in pubs:
             vals = sorted(lat[p["seq"]])
             p["delivered"] = len(vals)
-            ms = [None if v is None else v / 1e6 for v in (pct(vals, 0.0001), pct(vals, 0.5), pct(vals, 0.99), vals[-1] if vals else None)]
-            p["first_ms"], p["p50_ms"], p["p99_ms"], p["last_ms"] = [
-                round(x, 3) if x is not None else None for x in ms]
+            ms = [
+                None if v is None else v / 1e6
+                for v in (pct(vals, 0.0001), pct(vals, 0.5), pct(vals, 0.99), vals[-1] if vals else None)
+            ]
+            p["first_ms"], p["p50_ms"], p["p99_ms"], p["last_ms"] = [round(x, 3) if x is not None else None for x in ms]
             p["within_1s"] = sum(1 for v in vals if v <= 1_000_000_000)
         agg["invalid"] = dict(agg["invalid"])
         return agg
@@ -984,10 +1041,12 @@ class Coordinator:
         # let stragglers arrive before counting (bounded)
         await asyncio.sleep(0.2)
         wall = time.monotonic() - t0
-        cpu = {"server_s": procfs.tree_cpu_seconds(self.a.server_pid) - s0,
-               "redis_s": self.redis_cpu() - r0,
-               "loader_s": self.loader_cpu() - l0,
-               "wall_s": wall}
+        cpu = {
+            "server_s": procfs.tree_cpu_seconds(self.a.server_pid) - s0,
+            "redis_s": self.redis_cpu() - r0,
+            "loader_s": self.loader_cpu() - l0,
+            "wall_s": wall,
+        }
         return pubs, cpu
 
     async def sse_levels(self):
@@ -1014,6 +1073,9 @@ class Coordinator:
             current += setup["ok"]
             self.log("setup", setup)
             idle_ok = await self.wait_idle()
+            registered = await self.wait_registered("streams", current, 60)
+            if registered is not None and registered < current:
+                idle_ok = await self.wait_idle()
             snap = self.server_snapshot()
             redis_conns = self.redis_connections()
             accepted = procfs.tree_accepted_connections(self.a.server_pid, self.a.port)
@@ -1022,6 +1084,7 @@ class Coordinator:
                 "streams_open": current,
                 "setup": setup,
                 "idle_reached": idle_ok,
+                "server_registered": registered,
                 "rss_before": base["rss"],
                 "rss_after": snap["rss"],
                 "rss_per_stream_kb": round((snap["rss"] - base["rss"]) / max(1, current) / 1024, 2),
@@ -1041,29 +1104,33 @@ class Coordinator:
             delivered = sum(p["delivered"] for p in pubs)
             expected = sum(p["expected"] for p in pubs)
             lasts = [p["last_ms"] for p in pubs if p["complete"]]
-            level.update({
-                "publishes": pubs,
-                "delivered": delivered,
-                "expected": expected,
-                "duplicated": agg["dups"],
-                "invalid": agg["invalid"],
-                "lost_streams": agg["lost"],
-                "alive_after": agg["alive"],
-                "complete_publishes": sum(1 for p in pubs if p["complete"]),
-                "first_ms": median([p["first_ms"] for p in pubs]),
-                "p50_ms": median([p["p50_ms"] for p in pubs]),
-                "p99_ms": median([p["p99_ms"] for p in pubs]),
-                "fanout_ms": median(lasts) if lasts else None,
-                "fanout_max_ms": max(lasts) if lasts else None,
-                "cpu": cpu,
-                "server_us_per_msg": round(cpu["server_s"] / delivered * 1e6, 2) if delivered else None,
-                "redis_us_per_msg": round(cpu["redis_s"] / delivered * 1e6, 2) if delivered else None,
-                "loader_us_per_msg": round(cpu["loader_s"] / delivered * 1e6, 2) if delivered else None,
-                "throughput_msgs_per_s": round(delivered / (sum(lasts) / 1000), 0) if lasts else None,
-            })
-            self.log(f"N={n}: fan-out median {level['fanout_ms']} ms, delivered {delivered}/{expected},"
-                     f" server {level['server_us_per_msg']} us/msg, rss/stream {level['rss_per_stream_kb']} KB,"
-                     f" threads {level['threads_max']}, redis conns {redis_conns['proc']}")
+            level.update(
+                {
+                    "publishes": pubs,
+                    "delivered": delivered,
+                    "expected": expected,
+                    "duplicated": agg["dups"],
+                    "invalid": agg["invalid"],
+                    "lost_streams": agg["lost"],
+                    "alive_after": agg["alive"],
+                    "complete_publishes": sum(1 for p in pubs if p["complete"]),
+                    "first_ms": median([p["first_ms"] for p in pubs]),
+                    "p50_ms": median([p["p50_ms"] for p in pubs]),
+                    "p99_ms": median([p["p99_ms"] for p in pubs]),
+                    "fanout_ms": median(lasts) if lasts else None,
+                    "fanout_max_ms": max(lasts) if lasts else None,
+                    "cpu": cpu,
+                    "server_us_per_msg": round(cpu["server_s"] / delivered * 1e6, 2) if delivered else None,
+                    "redis_us_per_msg": round(cpu["redis_s"] / delivered * 1e6, 2) if delivered else None,
+                    "loader_us_per_msg": round(cpu["loader_s"] / delivered * 1e6, 2) if delivered else None,
+                    "throughput_msgs_per_s": round(delivered / (sum(lasts) / 1000), 0) if lasts else None,
+                }
+            )
+            self.log(
+                f"N={n}: fan-out median {level['fanout_ms']} ms, delivered {delivered}/{expected},"
+                f" server {level['server_us_per_msg']} us/msg, rss/stream {level['rss_per_stream_kb']} KB,"
+                f" threads {level['threads_max']}, redis conns {redis_conns['proc']}"
+            )
             results.append(level)
             failed = setup["failed"] + (expected - delivered) + agg["dups"] + sum(agg["invalid"].values())
             if setup["ok"] == 0 or (setup["failed"] > 0.05 * setup["requested"]) or not lasts:
@@ -1086,11 +1153,14 @@ class Coordinator:
         setup = await self.open_streams(n, "poll")
         self.log("poll setup", setup)
         await asyncio.sleep(0.5)
-        idle_ok = await self.wait_idle()
+        idle_ok = await self.wait_idle(max_s=60)
+        registered = await self.wait_registered("polls", setup["ok"], 60)
+        if registered is not None:
+            self.log(f"server reports {registered} polls waiting")
         snap = self.server_snapshot()
         pubs, cpu = [], {}
         s0 = procfs.tree_cpu_seconds(self.a.server_pid)
-        p = await self.one_publish(self.a.fanout_timeout + n / 1000)
+        p = await self.one_publish(self.a.fanout_timeout + n / 200)
         pubs.append(p)
         await asyncio.sleep(0.2)
         cpu["server_s"] = procfs.tree_cpu_seconds(self.a.server_pid) - s0
@@ -1100,6 +1170,7 @@ class Coordinator:
             "mode": "poll",
             "setup": setup,
             "idle_reached": idle_ok,
+            "server_registered": registered,
             "rss_per_poll_kb": round((snap["rss"] - base["rss"]) / max(1, setup["ok"]) / 1024, 2),
             "threads": snap["threads"],
             "threads_max": max(snap["threads"].values()) if snap["threads"] else None,
@@ -1116,8 +1187,10 @@ class Coordinator:
             "invalid": agg["invalid"],
             "cpu": cpu,
         }
-        self.log(f"poll N={n}: all answered in {res['all_answered_ms']} ms,"
-                 f" {p['delivered']}/{p['expected']}, within 1 s {p['within_1s']}")
+        self.log(
+            f"poll N={n}: all answered in {res['all_answered_ms']} ms,"
+            f" {p['delivered']}/{p['expected']}, within 1 s {p['within_1s']}"
+        )
         await asyncio.gather(*(h.call({"cmd": "close"}, 60) for h in self.shards))
         return [res]
 
@@ -1135,8 +1208,13 @@ class Coordinator:
                 levels = await self.poll_level()
         finally:
             await self.stop()
-        return {"system": self.a.system, "mode": self.a.mode, "port": self.a.port,
-                "loader_shards": n_shards, "levels": levels}
+        return {
+            "system": self.a.system,
+            "mode": self.a.mode,
+            "port": self.a.port,
+            "loader_shards": n_shards,
+            "levels": levels,
+        }
 
 
 def parse_args(argv=None):
@@ -1153,17 +1231,26 @@ def parse_args(argv=None):
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between publishes")
     ap.add_argument("--rate", type=float, default=5000, help="connection attempts per second")
     ap.add_argument("--concurrency", type=int, default=1000, help="max handshakes in flight")
-    ap.add_argument("--setup-timeout", type=float, default=20.0,
-                    help="seconds to set up a level, plus N / --min-setup-rate")
-    ap.add_argument("--min-setup-rate", type=float, default=100.0,
-                    help="streams/s below which a level's set-up is cut short")
-    ap.add_argument("--budget", type=float, default=600.0,
-                    help="seconds for the whole ramp: no new level starts after it")
-    ap.add_argument("--phase-budget", type=float, default=20.0,
-                    help="seconds of publishing per level (at least 3 publishes)")
+    ap.add_argument(
+        "--setup-timeout", type=float, default=20.0, help="seconds to set up a level, plus N / --min-setup-rate"
+    )
+    ap.add_argument(
+        "--min-setup-rate", type=float, default=100.0, help="streams/s below which a level's set-up is cut short"
+    )
+    ap.add_argument(
+        "--budget", type=float, default=600.0, help="seconds for the whole ramp: no new level starts after it"
+    )
+    ap.add_argument(
+        "--phase-budget", type=float, default=15.0, help="seconds of publishing per level (at least 3 publishes)"
+    )
     ap.add_argument("--fanout-timeout", type=float, default=10.0, help="seconds (+1 ms per stream)")
     ap.add_argument("--per-shard", type=int, default=15000, help="max connections per load process")
     ap.add_argument("--topic", default="bench")
+    ap.add_argument(
+        "--health-path",
+        default="",
+        help="JSON endpoint with 'streams'/'polls' counts, to wait until all are registered",
+    )
     ap.add_argument("--stop-on-failure", action="store_true")
     ap.add_argument("--publisher-cmd", required=False, help="JSON list: the publisher command")
     ap.add_argument("--publisher-env", default="{}", help="JSON object added to the environment")

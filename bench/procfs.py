@@ -188,7 +188,8 @@ def machine_description() -> dict[str, str]:
     except OSError:
         pass
     try:
-        load = open("/proc/loadavg").read().split()[:3]
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[:3]
     except OSError:
         load = ["?"]
     return {

@@ -37,7 +37,7 @@ def publisher_ours(args):
     import django
 
     django.setup()
-    from events import publish  # noqa: E402
+    from events import publish
 
     def pub(topic, payload):
         return publish(topic, data=payload)
@@ -83,8 +83,7 @@ def publisher_nchan(args):
         for attempt in range(2):
             conn = state["conn"]
             try:
-                conn.request("POST", f"/pub?id={topic}", body=body,
-                             headers={"Content-Type": "application/json"})
+                conn.request("POST", f"/pub?id={topic}", body=body, headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status not in (201, 202):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
+# ruff: noqa: RUF001  (the tables use an en dash and a multiplication sign on purpose)
 """Turns bench/results/raw/results.json into RESULTS.md and fanout.png.
 
-    .venv/bin/python bench/report.py [bench/results/raw/results.json]
+.venv/bin/python bench/report.py [bench/results/raw/results.json]
 """
 
 from __future__ import annotations
@@ -75,16 +76,18 @@ def poll_index(doc):
 def sse_table(doc):
     idx = index(doc)
     rows = []
-    hdr = ("| system | workers | N | setup /s | failures | first ms | median ms | p99 ms | "
-           "fan-out ms (median / max) | vs nchan | vs naive | server µs/msg | vs nchan | "
-           "Redis µs/msg | KB/idle stream | threads (max/proc) | Redis conns | msgs/s |")
+    hdr = (
+        "| system | workers | N | setup /s | failures | first ms | median ms | p99 ms | "
+        "fan-out ms (median / max) | vs nchan | vs naive | server µs/msg | vs nchan | "
+        "Redis µs/msg | KB/idle stream | threads (max/proc) | Redis conns | msgs/s |"
+    )
     rows.append(hdr)
     rows.append("|" + "---|" * (hdr.count("|") - 1))
     for run in doc["runs"]:
         if run.get("mode") != "sse":
             continue
-        name, w = run["system"], run["workers"]
-        if run.get("skipped") or run.get("error") and not levels_of(run):
+        w = run["workers"]
+        if run.get("skipped") or (run.get("error") and not levels_of(run)):
             why = run.get("skipped") or run.get("error")
             rows.append(f"| {run['label']} | {w} | – | skipped: {why} |" + " |" * 14)
             continue
@@ -100,8 +103,11 @@ def sse_table(doc):
                 fail_s += f" ({lv['error']})"
             if s.get("errors"):
                 fail_s += " (" + ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) + ")"
-            if lv.get("complete_publishes") is not None and lv.get("publishes") and \
-                    lv["complete_publishes"] < len(lv["publishes"]):
+            if (
+                lv.get("complete_publishes") is not None
+                and lv.get("publishes")
+                and lv["complete_publishes"] < len(lv["publishes"])
+            ):
                 fail_s += f" ({len(lv['publishes']) - lv['complete_publishes']} fan-outs incomplete)"
             rows.append(
                 f"| {run['label']} | {w} | {n:,} | {fmt(s.get('rate_per_s'))} | {fail_s} | "
@@ -113,14 +119,17 @@ def sse_table(doc):
                 f"{fmt_ratio(ratio(lv.get('server_us_per_msg'), nchan and nchan.get('server_us_per_msg')))} | "
                 f"{fmt(lv.get('redis_us_per_msg'))} | {fmt(lv.get('rss_per_stream_kb'))} | "
                 f"{fmt(lv.get('threads_max'))} | {fmt(rc.get('client_list') if rc.get('client_list') is not None else rc.get('proc'))} | "
-                f"{fmt(lv.get('throughput_msgs_per_s'))} |")
+                f"{fmt(lv.get('throughput_msgs_per_s'))} |"
+            )
     return "\n".join(rows)
 
 
 def poll_table(doc):
-    rows = ["| system | waiting polls | set up | all answered (ms after publish) | median ms | p99 ms | "
-            "answered ≤ 1 s | early / empty / invalid | KB/poll | threads |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| system | waiting polls | set up | all answered (ms after publish) | median ms | p99 ms | "
+        "answered ≤ 1 s | early / empty / invalid | KB/poll | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in doc["runs"]:
         if run.get("mode") != "poll":
             continue
@@ -134,7 +143,8 @@ def poll_table(doc):
                 f"{fmt(lv.get('all_answered_ms'))} | {fmt(lv.get('p50_ms'))} | {fmt(lv.get('p99_ms'))} | "
                 f"{lv.get('answered_within_1s', 0):,} / {lv.get('expected', 0):,} | "
                 f"{lv.get('early_answers', 0)} / {lv.get('empty_answers', 0)} / {inv} | "
-                f"{fmt(lv.get('rss_per_poll_kb'))} | {fmt(lv.get('threads_max'))} |")
+                f"{fmt(lv.get('rss_per_poll_kb'))} | {fmt(lv.get('threads_max'))} |"
+            )
     return "\n".join(rows)
 
 
@@ -152,21 +162,33 @@ def targets(doc):
     n5 = idx.get(("nchan", 1, TARGETS_N))
     if o5 and n5 and o5.get("fanout_ms") and n5.get("fanout_ms"):
         r = o5["fanout_ms"] / n5["fanout_ms"]
-        row("fan-out completion median, N=5,000", "≤ 2× nchan",
-            f"{o5['fanout_ms']:.1f} ms vs nchan {n5['fanout_ms']:.1f} ms = {r:.2f}×", r <= 2)
+        row(
+            "fan-out completion median, N=5,000",
+            "≤ 2× nchan",
+            f"{o5['fanout_ms']:.1f} ms vs nchan {n5['fanout_ms']:.1f} ms = {r:.2f}×",
+            r <= 2,
+        )
     else:
         row("fan-out completion median, N=5,000", "≤ 2× nchan", "not measured", None)
     if o5 and o5.get("server_us_per_msg") is not None:
         v = o5["server_us_per_msg"]
-        row("server CPU per delivered message, N=5,000", "≤ 25 µs", f"{v:.1f} µs"
+        row(
+            "server CPU per delivered message, N=5,000",
+            "≤ 25 µs",
+            f"{v:.1f} µs"
             + (f" (nchan {n5['server_us_per_msg']:.1f} µs)" if n5 and n5.get("server_us_per_msg") else ""),
-            v <= 25)
+            v <= 25,
+        )
     else:
         row("server CPU per delivered message, N=5,000", "≤ 25 µs", "not measured", None)
     if o5 and o5.get("rss_per_stream_kb") is not None:
         v = o5["rss_per_stream_kb"]
-        row("RSS per idle stream, N=5,000", "≤ 30 KB", f"{v:.1f} KB"
-            + (f" (nchan {n5['rss_per_stream_kb']:.1f} KB)" if n5 else ""), v <= 30)
+        row(
+            "RSS per idle stream, N=5,000",
+            "≤ 30 KB",
+            f"{v:.1f} KB" + (f" (nchan {n5['rss_per_stream_kb']:.1f} KB)" if n5 else ""),
+            v <= 30,
+        )
     else:
         row("RSS per idle stream, N=5,000", "≤ 30 KB", "not measured", None)
     o10 = idx.get(("ours", 1, 10000))
@@ -174,19 +196,29 @@ def targets(doc):
         row("worker threads with 10,000 streams", "≤ 20", str(o10["threads_max"]), o10["threads_max"] <= 20)
     else:
         row("worker threads with 10,000 streams", "≤ 20", "not measured", None)
-    rates = [(n, lv["setup"].get("rate_per_s")) for (s, w, n), lv in idx.items()
-             if s == "ours" and w == 1 and n >= 5000 and lv.get("setup")]
+    rates = [
+        (n, lv["setup"].get("rate_per_s"))
+        for (s, w, n), lv in idx.items()
+        if s == "ours" and w == 1 and n >= 5000 and lv.get("setup")
+    ]
     if rates:
         worst = min((r or 0) for _, r in rates)
-        row("stream set-up rate (1 worker, N ≥ 5,000)", "≥ 2,000 /s",
-            ", ".join(f"N={n:,}: {fmt(r)} /s" for n, r in sorted(rates)), worst >= 2000)
+        row(
+            "stream set-up rate (1 worker, N ≥ 5,000)",
+            "≥ 2,000 /s",
+            ", ".join(f"N={n:,}: {fmt(r)} /s" for n, r in sorted(rates)),
+            worst >= 2000,
+        )
     else:
         row("stream set-up rate", "≥ 2,000 /s", "not measured", None)
     for n, w_list in ((10000, (1, 2)), (20000, (2,))):
         found = [(w, idx[("ours", w, n)]) for w in w_list if ("ours", w, n) in idx]
         if found:
-            txt = "; ".join(f"{w} worker(s): {failures(lv):,} failures, "
-                            f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered" for w, lv in found)
+            txt = "; ".join(
+                f"{w} worker(s): {failures(lv):,} failures, "
+                f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered"
+                for w, lv in found
+            )
             ok = all(failures(lv) == 0 and lv.get("delivered") for _, lv in found)
             note = "one process cannot hold 20,000 sockets here (RLIMIT_NOFILE hard limit 20,000)" if n == 20000 else ""
             row(f"{n:,} streams, no failures", "0 failures", txt, ok, note)
@@ -194,10 +226,18 @@ def targets(doc):
             row(f"{n:,} streams, no failures", "0 failures", "not measured", None)
     p = pidx.get("ours")
     if p:
-        ok = p.get("all_answered_ms") is not None and p["all_answered_ms"] <= 1000 and \
-            p.get("delivered") == p.get("expected") and p.get("expected") == p["n"]
-        row(f"long-poll: {p['n']:,} waiting all answered", "≤ 1 s after publish",
-            f"{fmt(p.get('all_answered_ms'))} ms, {p.get('answered_within_1s', 0):,}/{p['n']:,} within 1 s", ok)
+        ok = (
+            p.get("all_answered_ms") is not None
+            and p["all_answered_ms"] <= 1000
+            and p.get("delivered") == p.get("expected")
+            and p.get("expected") == p["n"]
+        )
+        row(
+            f"long-poll: {p['n']:,} waiting all answered",
+            "≤ 1 s after publish",
+            f"{fmt(p.get('all_answered_ms'))} ms, {p.get('answered_within_1s', 0):,}/{p['n']:,} within 1 s",
+            ok,
+        )
     else:
         row("long-poll: 5,000 waiting all answered", "≤ 1 s after publish", "not measured", None)
     best = None
@@ -208,12 +248,16 @@ def targets(doc):
             break
     if best:
         n, r, a, b = best
-        row(f"2 workers vs 1, throughput at N={n:,}", "≥ 1.7×",
-            f"{fmt(b['throughput_msgs_per_s'])} vs {fmt(a['throughput_msgs_per_s'])} msgs/s = {r:.2f}×", r >= 1.7,
-            "2 cores in all: with 2 workers the server shares core 1 with the loader")
+        row(
+            f"2 workers vs 1, throughput at N={n:,}",
+            "≥ 1.7×",
+            f"{fmt(b['throughput_msgs_per_s'])} vs {fmt(a['throughput_msgs_per_s'])} msgs/s = {r:.2f}×",
+            r >= 1.7,
+            "2 cores in all: with 2 workers the server shares core 1 with the loader",
+        )
     else:
         row("2 workers vs 1 throughput", "≥ 1.7×", "not measured", None)
-    return "\n".join(["| target | goal | measured | | note |", "|---|---|---|---|---|"] + out)
+    return "\n".join(["| target | goal | measured | | note |", "|---|---|---|---|---|", *out])
 
 
 def write_markdown(doc, path):
@@ -285,8 +329,9 @@ def write_plot(doc, path):
     for run in doc["runs"]:
         if run.get("mode") != "sse" or not levels_of(run):
             continue
-        pts = [(lv["n"], lv.get("fanout_ms"), lv.get("p50_ms")) for lv in levels_of(run)
-               if lv.get("fanout_ms") is not None]
+        pts = [
+            (lv["n"], lv.get("fanout_ms"), lv.get("p50_ms")) for lv in levels_of(run) if lv.get("fanout_ms") is not None
+        ]
         if not pts:
             continue
         ls = "-" if run["workers"] == 1 else "--"
@@ -294,16 +339,19 @@ def write_plot(doc, path):
         xs = [p[0] for p in pts]
         axes[0].plot(xs, [p[1] for p in pts], ls, marker="o", color=colors.get(run["system"]), label=lbl)
         axes[1].plot(xs, [p[2] for p in pts], ls, marker="o", color=colors.get(run["system"]), label=lbl)
-    for ax, title in ((axes[0], "fan-out completion (last client), median"),
-                      (axes[1], "median client latency, median")):
+    for ax, title in (
+        (axes[0], "fan-out completion (last client), median"),
+        (axes[1], "median client latency, median"),
+    ):
         ax.set_xlabel("open streams N")
         ax.set_ylabel("ms after publish")
         ax.set_yscale("log")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
-                 f"{doc['settings']['payload_bytes']}-byte payload")
+    fig.suptitle(
+        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, {doc['settings']['payload_bytes']}-byte payload"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -334,41 +382,65 @@ def summarize_pyspy(raw_path, top=40):
             self_c[names[-1]] += cnt
             for nm in set(names):
                 incl_c[nm] += cnt
-    return {"total_samples": total,
-            "self": [(k, v / total) for k, v in self_c.most_common(top)] if total else [],
-            "inclusive": [(k, v / total) for k, v in incl_c.most_common(top)] if total else []}
+    return {
+        "total_samples": total,
+        "self": [(k, v / total) for k, v in self_c.most_common(top)] if total else [],
+        "inclusive": [(k, v / total) for k, v in incl_c.most_common(top)] if total else [],
+    }
 
 
 def profile_markdown(prof):
-    lines = ["# py-spy profiles of our server (one worker)", "",
-             "Recorded by `bench/run.py --profile` with `py-spy record --nonblocking -r 250`, "
-             "each for exactly one phase of the loader. Idle samples (threads waiting) are "
-             "excluded, so shares are of the time the process was busy. Frames are grouped "
-             "by function (line numbers dropped).", ""]
+    lines = [
+        "# py-spy profiles of our server (one worker)",
+        "",
+        "Recorded by `bench/run.py --profile` with `py-spy record --nonblocking -r 250`, "
+        "each for exactly one phase of the loader. Idle samples (threads waiting) are "
+        "excluded, so shares are of the time the process was busy. Frames are grouped "
+        "by function (line numbers dropped).",
+        "",
+    ]
     res = prof.get("result") or {}
     lvs = res.get("levels") or []
     if lvs:
         lv = lvs[0]
         s = lv.get("setup", {})
-        lines.append(f"N = {lv['n']:,} streams: set-up {fmt(s.get('rate_per_s'))} streams/s; "
-                     f"fan-out median {fmt(lv.get('fanout_ms'))} ms, "
-                     f"server {fmt(lv.get('server_us_per_msg'))} µs/msg, "
-                     f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered.")
+        lines.append(
+            f"N = {lv['n']:,} streams: set-up {fmt(s.get('rate_per_s'))} streams/s; "
+            f"fan-out median {fmt(lv.get('fanout_ms'))} ms, "
+            f"server {fmt(lv.get('server_us_per_msg'))} µs/msg, "
+            f"{lv.get('delivered', 0):,}/{lv.get('expected', 0):,} delivered."
+        )
         lines.append("")
-    for phase, title in (("setup", "While N streams are being set up"),
-                         ("fanout", "While publishes fan out to N streams")):
+    for phase, title in (
+        ("setup", "While N streams are being set up"),
+        ("fanout", "While publishes fan out to N streams"),
+    ):
         ph = (prof.get("phases") or {}).get(phase) or {}
         s = ph.get("summary")
         lines += [f"## {title}", ""]
         if not s:
             lines += ["(no samples)", ""]
             continue
-        lines += [f"{s['total_samples']:,} busy samples. Flame graph: `{ph.get('svg')}`.", "",
-                  "Self time (top):", "", "| share | frame |", "|---|---|"]
+        lines += [
+            f"{s['total_samples']:,} busy samples. Flame graph: `{ph.get('svg')}`.",
+            "",
+            "Self time (top):",
+            "",
+            "| share | frame |",
+            "|---|---|",
+        ]
         lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["self"][:20]]
         lines += ["", "Inclusive (top, below the event loop):", "", "| share | frame |", "|---|---|"]
-        skip = ("main (uvicorn", "Command.", "Context.invoke", "Runner.run", "run (uvicorn",
-                "<module> (uvicorn", "Server.run", "asyncio_run")
+        skip = (
+            "main (uvicorn",
+            "Command.",
+            "Context.invoke",
+            "Runner.run",
+            "run (uvicorn",
+            "<module> (uvicorn",
+            "Server.run",
+            "asyncio_run",
+        )
         lines += [f"| {v * 100:.1f}% | `{k}` |" for k, v in s["inclusive"] if not k.startswith(skip)][:20]
         lines.append("")
     return "\n".join(lines) + "\n"

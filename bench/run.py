@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -53,7 +52,7 @@ def free_port() -> int:
 
 
 def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
@@ -62,17 +61,35 @@ def raise_nofile():
 
 def taskset(cpus: str | None, cmd: list[str]) -> list[str]:
     if cpus and shutil.which("taskset"):
-        return ["taskset", "-c", cpus] + cmd
+        return ["taskset", "-c", cpus, *cmd]
     return cmd
 
 
 def start(cmd, *, cwd=None, env=None, log_path=None):
     """Start a process in its own process group (so it and its children can be
     stopped together, by that group id only)."""
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=raise_nofile)
+    if not log_path:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=raise_nofile,
+        )
+    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=raise_nofile,
+        )
 
 
 def stop(proc, grace=8.0):
@@ -116,6 +133,7 @@ def wait_http(port, proc, timeout=60.0, path="/"):
 class System:
     name = ""
     label = ""
+    ready_path = "/"
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -135,8 +153,16 @@ class System:
 
     def env(self):
         e = dict(os.environ)
-        e.update({"REDIS_URL": self.ctx.redis_url, "EVENTS_PREFIX": self.prefix,
-                  "EVENTS_HEARTBEAT": "15", "PYTHONUNBUFFERED": "1"})
+        e.update(
+            {
+                "REDIS_URL": self.ctx.redis_url,
+                "EVENTS_PREFIX": self.prefix,
+                "EVENTS_HEARTBEAT": "15",
+                "PYTHONUNBUFFERED": "1",
+                # long enough that slowly registered polls do not time out before the publish
+                "EVENTS_LONGPOLL_TIMEOUT": "120",
+            }
+        )
         return e
 
     def start(self, workers, cpus):
@@ -145,9 +171,10 @@ class System:
         cmd, cwd = self.server_cmd(workers)
         log_path = os.path.join(self.ctx.raw, f"server-{self.name}-{workers}w.log")
         self.proc = start(taskset(cpus, cmd), cwd=cwd, env=self.env(), log_path=log_path)
-        if not wait_http(self.port, self.proc):
+        if not wait_http(self.port, self.proc, path=self.ready_path):
             self.stop()
-            tail = open(log_path, errors="replace").read()[-1500:]
+            with open(log_path, errors="replace") as f:
+                tail = f.read()[-1500:]
             raise RuntimeError(f"{self.name} did not start; log tail:\n{tail}")
         time.sleep(0.5 if workers == 1 else 1.5)
         return self.proc.pid
@@ -159,6 +186,7 @@ class System:
 
 class Ours(System):
     name, label = "ours", "ours (events app)"
+    ready_path = "/events/health/"
 
     def available(self):
         if not os.path.exists(os.path.join(ROOT, "events", "__init__.py")):
@@ -168,10 +196,23 @@ class Ours(System):
         return None
 
     def server_cmd(self, workers):
-        cmd = [os.path.join(ROOT, ".venv", "bin", "uvicorn"), "project.asgi:application",
-               "--lifespan", "on", "--loop", "uvloop", "--http", "httptools",
-               "--host", HOST, "--port", str(self.port), "--no-access-log",
-               "--timeout-graceful-shutdown", "3"]
+        cmd = [
+            os.path.join(ROOT, ".venv", "bin", "uvicorn"),
+            "project.asgi:application",
+            "--lifespan",
+            "on",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
         return cmd, ROOT
@@ -182,29 +223,70 @@ class Ours(System):
         return e
 
     def publisher(self):
-        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "ours",
-                 "--project-dir", ROOT, "--size", str(self.ctx.size)],
-                {"REDIS_URL": self.ctx.redis_url, "EVENTS_PREFIX": self.prefix,
-                 "DJANGO_SETTINGS_MODULE": "project.settings"}, ROOT)
+        return (
+            [
+                MAIN_PY,
+                os.path.join(BENCH, "publisher.py"),
+                "--system",
+                "ours",
+                "--project-dir",
+                ROOT,
+                "--size",
+                str(self.ctx.size),
+            ],
+            {
+                "REDIS_URL": self.ctx.redis_url,
+                "EVENTS_PREFIX": self.prefix,
+                "DJANGO_SETTINGS_MODULE": "project.settings",
+            },
+            ROOT,
+        )
 
 
 class Naive(System):
     name, label = "naive", "naive Django (1 Redis conn/client)"
 
     def server_cmd(self, workers):
-        cmd = [os.path.join(ROOT, ".venv", "bin", "uvicorn"), "naive_project.asgi:application",
-               "--app-dir", os.path.join(BENCH, "baselines", "naive"),
-               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
-               "--host", HOST, "--port", str(self.port), "--no-access-log",
-               "--timeout-graceful-shutdown", "3"]
+        cmd = [
+            os.path.join(ROOT, ".venv", "bin", "uvicorn"),
+            "naive_project.asgi:application",
+            "--app-dir",
+            os.path.join(BENCH, "baselines", "naive"),
+            "--lifespan",
+            "off",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
         return cmd, ROOT
 
     def publisher(self):
-        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "naive",
-                 "--redis-url", self.ctx.redis_url, "--prefix", self.prefix,
-                 "--size", str(self.ctx.size)], {}, ROOT)
+        return (
+            [
+                MAIN_PY,
+                os.path.join(BENCH, "publisher.py"),
+                "--system",
+                "naive",
+                "--redis-url",
+                self.ctx.redis_url,
+                "--prefix",
+                self.prefix,
+                "--size",
+                str(self.ctx.size),
+            ],
+            {},
+            ROOT,
+        )
 
 
 class EventStream(System):
@@ -216,21 +298,44 @@ class EventStream(System):
         return None
 
     def server_cmd(self, workers):
-        cmd = [os.path.join(ES_VENV, "bin", "uvicorn"), "es_project.asgi:application",
-               "--app-dir", os.path.join(BENCH, "baselines", "eventstream"),
-               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
-               "--host", HOST, "--port", str(self.port), "--no-access-log",
-               "--timeout-graceful-shutdown", "3"]
+        cmd = [
+            os.path.join(ES_VENV, "bin", "uvicorn"),
+            "es_project.asgi:application",
+            "--app-dir",
+            os.path.join(BENCH, "baselines", "eventstream"),
+            "--lifespan",
+            "off",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
         if workers > 1:
             cmd += ["--workers", str(workers)]
         return cmd, ROOT
 
     def publisher(self):
-        return ([ES_PY, os.path.join(BENCH, "publisher.py"), "--system", "eventstream",
-                 "--project-dir", os.path.join(BENCH, "baselines", "eventstream"),
-                 "--size", str(self.ctx.size)],
-                {"REDIS_URL": self.ctx.redis_url, "DJANGO_SETTINGS_MODULE": "es_project.settings"},
-                ROOT)
+        return (
+            [
+                ES_PY,
+                os.path.join(BENCH, "publisher.py"),
+                "--system",
+                "eventstream",
+                "--project-dir",
+                os.path.join(BENCH, "baselines", "eventstream"),
+                "--size",
+                str(self.ctx.size),
+            ],
+            {"REDIS_URL": self.ctx.redis_url, "DJANGO_SETTINGS_MODULE": "es_project.settings"},
+            ROOT,
+        )
 
 
 class Nchan(System):
@@ -246,10 +351,15 @@ class Nchan(System):
     def server_cmd(self, workers):
         self.dir = tempfile.mkdtemp(prefix="bench-nchan-")
         os.makedirs(os.path.join(self.dir, "tmp"))
-        tpl = open(os.path.join(BENCH, "baselines", "nchan", "nginx.conf.template")).read()
-        conf = (tpl.replace("{module_path}", NCHAN_MODULE).replace("{workers}", str(workers))
-                .replace("{prefix}", self.dir).replace("{port}", str(self.port))
-                .replace("{heartbeat}", "15"))
+        with open(os.path.join(BENCH, "baselines", "nchan", "nginx.conf.template")) as f:
+            tpl = f.read()
+        conf = (
+            tpl.replace("{module_path}", NCHAN_MODULE)
+            .replace("{workers}", str(workers))
+            .replace("{prefix}", self.dir)
+            .replace("{port}", str(self.port))
+            .replace("{heartbeat}", "15")
+        )
         # worker_rlimit_nofile cannot exceed this process' hard limit on some machines
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         conf = conf.replace("worker_rlimit_nofile 200000;", f"worker_rlimit_nofile {hard};")
@@ -264,8 +374,20 @@ class Nchan(System):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def publisher(self):
-        return ([MAIN_PY, os.path.join(BENCH, "publisher.py"), "--system", "nchan",
-                 "--port", str(self.port), "--size", str(self.ctx.size)], {}, ROOT)
+        return (
+            [
+                MAIN_PY,
+                os.path.join(BENCH, "publisher.py"),
+                "--system",
+                "nchan",
+                "--port",
+                str(self.port),
+                "--size",
+                str(self.ctx.size),
+            ],
+            {},
+            ROOT,
+        )
 
 
 CLASSES = {"ours": Ours, "naive": Naive, "eventstream": EventStream, "nchan": Nchan}
@@ -285,16 +407,36 @@ def ensure_eventstream_venv(no_install):
         return
     log("creating", ES_VENV, "(django-eventstream baseline)")
     subprocess.run([sys.executable, "-m", "venv", ES_VENV], check=True)
-    subprocess.run([ES_PY, "-m", "pip", "install", "-q", "-r",
-                    os.path.join(BENCH, "requirements-eventstream.txt")], check=True)
+    subprocess.run(
+        [ES_PY, "-m", "pip", "install", "-q", "-r", os.path.join(BENCH, "requirements-eventstream.txt")], check=True
+    )
 
 
 def start_redis(ctx, cpus):
     port = free_port()
-    ctx.redis_proc = start(taskset(cpus, [
-        shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", HOST,
-        "--save", "", "--appendonly", "no", "--maxclients", "50000", "--protected-mode", "no",
-        "--daemonize", "no"]), log_path=os.path.join(ctx.raw, "redis.log"))
+    ctx.redis_proc = start(
+        taskset(
+            cpus,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                "50000",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        ),
+        log_path=os.path.join(ctx.raw, "redis.log"),
+    )
     t_end = time.monotonic() + 20
     while time.monotonic() < t_end:
         try:
@@ -320,27 +462,56 @@ def redis_pid_of(url):
         info = r.info("server")
         r.close()
         return int(info.get("process_id", 0)), int(info.get("tcp_port", 0))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0, 0
 
 
 def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
     out = os.path.join(ctx.raw, f"{system.name}-{workers}w-{mode}.json")
     cmd, env, cwd = system.publisher()
-    args = [MAIN_PY, os.path.join(BENCH, "loadgen.py"),
-            "--system", system.name, "--port", str(system.port),
-            "--server-pid", str(server_pid), "--mode", mode,
-            "--levels", ",".join(map(str, levels)),
-            "--publishes", str(ctx.publishes),
-            "--rate", str(ctx.rate),
-            "--budget", str(ctx.run_budget),
-            "--redis-port", str(ctx.redis_port if system.name != "nchan" else 0),
-            "--redis-pid", str(ctx.redis_pid if system.name != "nchan" else 0),
-            "--publisher-cmd", json.dumps(cmd), "--publisher-env", json.dumps(env),
-            "--publisher-cwd", cwd, "--out", out]
+    args = [
+        MAIN_PY,
+        os.path.join(BENCH, "loadgen.py"),
+        "--system",
+        system.name,
+        "--port",
+        str(system.port),
+        "--server-pid",
+        str(server_pid),
+        "--mode",
+        mode,
+        "--levels",
+        ",".join(map(str, levels)),
+        "--publishes",
+        str(ctx.publishes),
+        "--rate",
+        str(ctx.rate),
+        "--budget",
+        str(ctx.run_budget),
+        "--redis-port",
+        str(ctx.redis_port if system.name != "nchan" else 0),
+        "--redis-pid",
+        str(ctx.redis_pid if system.name != "nchan" else 0),
+        "--publisher-cmd",
+        json.dumps(cmd),
+        "--publisher-env",
+        json.dumps(env),
+        "--publisher-cwd",
+        cwd,
+        "--out",
+        out,
+    ]
+    if system.name == "ours" and workers == 1:
+        args += ["--health-path", "/events/health/"]
     t_limit = ctx.scenario_timeout
-    p = subprocess.Popen(taskset(ctx.loader_cpus, args), stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=raise_nofile)
+    p = subprocess.Popen(
+        taskset(ctx.loader_cpus, args),
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=raise_nofile,
+    )
     timer = threading.Timer(t_limit, lambda: os.killpg(p.pid, signal.SIGKILL))
     timer.start()
     try:
@@ -372,7 +543,7 @@ def run_system(ctx, name, workers, mode, levels):
         log(f"{name} {workers}w up on port {sysobj.port} (pid {pid}, cpus {cpus})")
         res = run_loadgen(ctx, sysobj, workers, mode, levels, pid)
         rec.update(res)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         rec["error"] = str(e)
         log(f"{name} {workers}w {mode}: ERROR {e}")
     finally:
@@ -385,13 +556,13 @@ def versions(ctx):
     def pip_version(py, pkg):
         if not os.path.exists(py):
             return "not installed"
-        p = subprocess.run([py, "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [py, "-c", f"import importlib.metadata as m; print(m.version('{pkg}'))"], capture_output=True, text=True
+        )
         return p.stdout.strip() or "not installed"
 
     nchan = "not installed"
-    p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"],
-                       capture_output=True, text=True)
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"], capture_output=True, text=True)
     if p.returncode == 0 and p.stdout:
         nchan = p.stdout
     return {
@@ -427,9 +598,11 @@ def profile_ours(ctx, n):
     def spy(phase, fmt, suffix):
         path = os.path.join(ctx.raw if fmt == "raw" else ctx.results, f"profile-ours-{phase}.{suffix}")
         paths[(phase, fmt)] = path
-        return subprocess.Popen([pyspy, "record", "--nonblocking", "-r", "250", "-p", str(pid),
-                                 "-f", fmt, "-o", path],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [pyspy, "record", "--nonblocking", "-r", "250", "-p", str(pid), "-f", fmt, "-o", path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def on_line(line):
         for phase, (begin, end) in phases.items():
@@ -499,7 +672,7 @@ def main():
     ctx.size = args.size
     ctx.rate = args.rate
     ctx.publishes = args.publishes or (5 if args.quick else 10)
-    ctx.run_budget = 60 if args.quick else 150  # seconds of ramp per system and worker count
+    ctx.run_budget = 60 if args.quick else 100  # seconds of ramp per system and worker count
     ctx.scenario_timeout = ctx.run_budget + 300  # hard stop for a hung loader
     machine = procfs.machine_description()
 
@@ -518,6 +691,8 @@ def main():
             return 0
         systems = [s for s in args.systems.split(",") if s]
         workers = [int(w) for w in args.workers.split(",") if w]
+        if any(w < 1 for w in workers):
+            ap.error("--workers: counts must be >= 1")
         if args.levels:
             levels = [int(x) for x in args.levels.split(",")]
             levels2 = levels
@@ -531,14 +706,21 @@ def main():
             for s in systems:
                 lv = levels if w == 1 else levels2
                 if s == "ours" and w > 1 and not args.quick and not args.levels:
-                    lv = lv + [20000]  # one worker cannot: 20,000 fds per process here
+                    lv = [*lv, 20000]  # one worker cannot: 20,000 fds per process here
                 log(f"=== {s}, {w} worker(s), SSE, N={lv}")
                 runs.append(run_system(ctx, s, w, "sse", lv))
         if not args.no_poll:
             for s in systems:
                 if s == "eventstream":
-                    runs.append({"system": s, "label": CLASSES[s].label, "workers": 1, "mode": "poll",
-                                 "skipped": "no long-poll transport"})
+                    runs.append(
+                        {
+                            "system": s,
+                            "label": CLASSES[s].label,
+                            "workers": 1,
+                            "mode": "poll",
+                            "skipped": "no long-poll transport",
+                        }
+                    )
                     continue
                 log(f"=== {s}, 1 worker, long-poll, N={poll_n}")
                 runs.append(run_system(ctx, s, 1, "poll", [poll_n]))
@@ -546,11 +728,16 @@ def main():
             "machine": machine,
             "versions": versions(ctx),
             "suite": "quick" if args.quick else ("custom" if args.levels else "standard"),
-            "settings": {"payload_bytes": ctx.size, "publishes_per_level": ctx.publishes,
-                         "offered_connect_rate": ctx.rate, "server_cpus": ctx.server_cpus,
-                         "loader_cpus": ctx.loader_cpus, "two_worker_cpus": ctx.all_cpus,
-                         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
-                         "redis": "private redis-server" if ctx.redis_proc else args.redis_url},
+            "settings": {
+                "payload_bytes": ctx.size,
+                "publishes_per_level": ctx.publishes,
+                "offered_connect_rate": ctx.rate,
+                "server_cpus": ctx.server_cpus,
+                "loader_cpus": ctx.loader_cpus,
+                "two_worker_cpus": ctx.all_cpus,
+                "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                "redis": "private redis-server" if ctx.redis_proc else args.redis_url,
+            },
             "runs": runs,
             "wall_s": round(time.monotonic() - t_start, 1),
         }

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["PublishError", "apublish", "make_token", "publish", "publish_changes", "publish_on_commit"]
+__all__ = [
+    "PublishError",
+    "acurrent_id",
+    "apublish",
+    "current_id",
+    "make_token",
+    "publish",
+    "publish_changes",
+    "publish_on_commit",
+]
 
 if TYPE_CHECKING:
     from .exceptions import PublishError
+    from .history import acurrent_id, current_id
     from .model_events import publish_changes
     from .publishing import apublish, publish, publish_on_commit
     from .tokens import make_token
@@ -27,6 +37,8 @@ _EXPORTS = {
     "publish_changes": "model_events",
     "PublishError": "exceptions",
     "make_token": "tokens",
+    "current_id": "history",
+    "acurrent_id": "history",
 }
 
 

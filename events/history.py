@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio
 
-from .connection import history_key
+from .connection import get_async_client, get_sync_client, history_key
 from .ids import ZERO_ID, parse_id
 from .messages import Message
 
@@ -88,7 +88,22 @@ async def read_after(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     return Replay(last_id, reset=Message.reset(last_id, "unknown-id"))
 
 
-async def current_id(client: redis.asyncio.Redis) -> str:
+async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
     raw_last, *_ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
     return _decode(raw_last)
+
+
+def current_id() -> str:
+    """The id of the newest event on any topic (``0-0`` before the first).
+
+    Render it into a page and have the client resume from it: then nothing
+    published between rendering and subscribing is missed.
+    """
+    raw_last, *_ = get_sync_client().register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
+    return _decode(raw_last)
+
+
+async def acurrent_id() -> str:
+    """Async version of :func:`current_id`."""
+    return await read_current_id(get_async_client())

@@ -183,6 +183,9 @@ class Hub:
 
     async def _subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
         """Send SUBSCRIBE for topics not yet subscribed; return the confirmations to wait for."""
+        if self._connected.is_set() and self._subscribed.issuperset(topics):
+            # The common case (a topic other clients already want): no lock, no Redis.
+            return [self._confirmations[topic][-1] for topic in topics if topic in self._confirmations]
         async with self._lock:
             pubsub = self._pubsub
             if pubsub is None or not self._connected.is_set():
@@ -276,7 +279,7 @@ class Hub:
             await pubsub.connect()  # type: ignore[no-untyped-call]
             if topics:
                 await pubsub.subscribe(*[self._prefix + topic for topic in topics])
-            watermark = await history.current_id(get_async_client())
+            watermark = await history.read_current_id(get_async_client())
             # Redis answers in order: when this PONG arrives, every SUBSCRIBE
             # above is in force.
             await pubsub.ping()
@@ -323,7 +326,7 @@ class Hub:
                     raise TimeoutError("no answer to PING from Redis")
                 # Idle: check the connection, and advance last_key to the
                 # newest id once the PONG proves we have read up to there.
-                watermark = await history.current_id(get_async_client())
+                watermark = await history.read_current_id(get_async_client())
                 await pubsub.ping()
                 continue
             kind = raw["type"]
@@ -378,7 +381,7 @@ class Hub:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (redis.RedisError, OSError):
                 pass
-        if was_connected:
+        if was_connected and not self.closing:
             logger.warning("events hub: disconnected from Redis; open streams stay open and keep their heartbeats")
 
     # The ticker task ----------------------------------------------------

@@ -30,7 +30,7 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
     """The JSON answer of one long-poll. Raises HubUnavailable or redis.RedisError."""
     redis_client = get_async_client()
     if since is None:
-        since = await history.current_id(redis_client)
+        since = await history.read_current_id(redis_client)
     hub = get_hub()
     client = Subscriber(topics, conf.QUEUE_SIZE, is_stream=False)
     try:

@@ -9,10 +9,11 @@ shipped values.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from events.conf import DEFAULTS
-from tests.browser.nginx import PREFIX, SITE_CONF
+from tests.browser.nginx import PREFIX, SITE_CONF, find_nginx
 from tests.browser.site import UNIT, unit_exec_start, unit_uvicorn_args
 from tests.servers import ROOT
 
@@ -86,3 +87,17 @@ def test_systemd_paths_match_the_env_example() -> None:
     unit = UNIT.read_text()
     assert f"ReadWritePaths={Path(env['DJANGO_DB_PATH']).parent}" in unit
     assert f"alias {env['DJANGO_STATIC_ROOT']}/;" in SITE_CONF.read_text()
+
+
+def test_the_site_fits_in_debians_nginx_conf(tmp_path: Path) -> None:
+    """As installed: included by Debian's own nginx.conf, unchanged, it passes `nginx -t`."""
+    debian_conf = Path("/etc/nginx/nginx.conf")
+    assert debian_conf.exists(), "nginx is required by the tests: run `make test` or `apt-get install -y nginx`"
+    conf = debian_conf.read_text()
+    assert "include /etc/nginx/sites-enabled/*;" in conf
+    conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {SITE_CONF};")
+    conf = re.sub(r"^pid .*;$", f"pid {tmp_path}/nginx.pid;", conf, flags=re.MULTILINE)
+    (tmp_path / "nginx.conf").write_text(conf)
+    command = [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr

@@ -36,9 +36,11 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(
             before = rss_bytes(srv.pid)
 
             published: list[str] = []
-            publisher = asyncio.create_task(
-                asyncio.to_thread(lambda: published.extend(publish(topic, data=PAYLOAD) for _ in range(EVENTS)))
-            )
+
+            def publish_all():
+                published.extend(publish(topic, data=PAYLOAD) for _ in range(EVENTS))
+
+            publisher = asyncio.ensure_future(asyncio.to_thread(publish_all))
             received = 0
             last_id = None
             while received < EVENTS:

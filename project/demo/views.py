@@ -21,10 +21,9 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
+from events import acurrent_id
 from events.authorization import user_topic
 from events.conf import conf
-from events.connection import get_async_client
-from events.history import current_id
 
 from .board import BOARD_TOPIC, board_state, change_tracker, private_state
 from .models import Tracker
@@ -37,7 +36,7 @@ MAX_NAME_LENGTH = 30
 async def _newest_event_id() -> str | None:
     """The id to resume from, or None (subscribe from "now") when Redis does not answer."""
     try:
-        return await current_id(get_async_client())
+        return await acurrent_id()
     except redis.RedisError as exc:
         logger.warning("demo: cannot read the newest event id: %s", exc)
         return None

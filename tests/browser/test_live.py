@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 
-def tracker(page: Page, slug: str = "spiders"):  # type: ignore[no-untyped-def]
+def tracker(page: Page, slug: str = "spiders") -> Locator:
     return page.locator(f'#trackers [data-tracker="{slug}"]')
 
 

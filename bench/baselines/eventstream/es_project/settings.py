@@ -1,4 +1,5 @@
 """django-eventstream (Redis mode) in a minimal project, for bench/ only."""
+
 import os
 from urllib.parse import urlparse
 

@@ -3,6 +3,7 @@
 This is what most SSE-with-Django tutorials show. It exists only as a
 yardstick for bench/; do not copy it.
 """
+
 import os
 
 SECRET_KEY = "bench-naive-not-secret"

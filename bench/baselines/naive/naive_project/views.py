@@ -1,5 +1,6 @@
 """The tutorial way: every client opens its own Redis pub/sub connection,
 decodes every message and re-encodes its own SSE frame."""
+
 import asyncio
 import json
 
@@ -28,9 +29,7 @@ async def stream(request):
             await pubsub.subscribe(*[_channel(t) for t in topics])
             yield "retry: 1000\n: connected\n\n"
             while True:
-                msg = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=settings.EVENTS_HEARTBEAT
-                )
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=settings.EVENTS_HEARTBEAT)
                 if msg is None:
                     yield ": ping\n\n"
                     continue
@@ -62,8 +61,7 @@ async def poll(request):
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             if msg is not None:
                 topic = msg["channel"].decode().split(":", 1)[1]
-                ev = {"id": None, "topic": topic, "event": "invalidate",
-                      "data": json.loads(msg["data"])}
+                ev = {"id": None, "topic": topic, "event": "invalidate", "data": json.loads(msg["data"])}
                 return JsonResponse({"events": [ev], "last_id": None})
         return JsonResponse({"events": [], "last_id": None})
     finally:
