@@ -132,3 +132,11 @@ def test_publish_changes_publishes_model_saves_and_deletes_after_commit(redis_cl
         {"model": "auth.group", "pk": pk, "action": "saved"},
         {"model": "auth.group", "pk": pk, "action": "deleted"},
     ]
+
+
+async def test_current_id_is_the_newest_event_id(topic):
+    from events import acurrent_id, current_id
+
+    event_id = publish(topic)
+    assert current_id() == event_id
+    assert await acurrent_id() == event_id
