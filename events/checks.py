@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
+from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS
@@ -77,6 +78,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         else:
             if not callable(hook):
                 errors.append(Error(f"EVENTS['AUTHORIZE'] {path!r} is not callable.", id="events.E006"))
+    errors.extend(_check_middleware_setting(config.get("MIDDLEWARE")))
     queue_size, max_topics = (
         config.get("QUEUE_SIZE", DEFAULTS["QUEUE_SIZE"]),
         config.get("MAX_TOPICS", DEFAULTS["MAX_TOPICS"]),
@@ -97,6 +99,37 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                     f"EVENTS[{key!r}] is {value} s, not below nginx's default proxy_read_timeout of 60 s.",
                     hint="Proxies will cut the connection; keep it well under their read timeout.",
                     id="events.W001",
+                )
+            )
+    return errors
+
+
+def _check_middleware_setting(value: object) -> list[CheckMessage]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(path, str) for path in value):
+        return [Error(f"EVENTS['MIDDLEWARE'] is {value!r}; expected None or a list of dotted paths.", id="events.E008")]
+    errors: list[CheckMessage] = []
+    for path in value:
+        try:
+            factory = import_string(path)
+        except ImportError as exc:
+            errors.append(Error(f"EVENTS['MIDDLEWARE'] entry {path!r} cannot be imported: {exc}", id="events.E008"))
+            continue
+        if not getattr(factory, "async_capable", False):
+            errors.append(
+                Error(
+                    f"EVENTS['MIDDLEWARE'] entry {path!r} is not async-capable.",
+                    hint="List async middleware only, e.g. events.middleware.SessionUserMiddleware.",
+                    id="events.E008",
+                )
+            )
+        elif isinstance(factory, type) and issubclass(factory, MiddlewareMixin):
+            errors.append(
+                Warning(
+                    f"EVENTS['MIDDLEWARE'] entry {path!r} runs its hooks in a worker thread (MiddlewareMixin).",
+                    hint="That costs a thread trip per request, which this setting exists to avoid.",
+                    id="events.W003",
                 )
             )
     return errors

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTHORIZE": "events.authorization.default_authorize",
     # Seconds a signed subscribe token stays valid.
     "TOKEN_MAX_AGE": 3600.0,
+    # Middleware for the stream and poll endpoints only, or None to use
+    # settings.MIDDLEWARE. Async-only middleware; see events/asgi.py.
+    "MIDDLEWARE": None,
 }
 
 
@@ -120,6 +123,11 @@ class Settings:
     @property
     def TOKEN_MAX_AGE(self) -> float:
         return float(_get("TOKEN_MAX_AGE"))
+
+    @property
+    def MIDDLEWARE(self) -> list[str] | None:
+        value = _get("MIDDLEWARE")
+        return None if value is None else list(value)
 
 
 conf = Settings()

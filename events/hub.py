@@ -244,6 +244,7 @@ class Hub:
         if clients:
             for client in clients:
                 client.push(message)
+            metrics.EVENTS_DELIVERED.inc(len(clients))
 
     def _reset_all(self, message: Message) -> None:
         self.last_key = message.key

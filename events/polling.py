@@ -22,7 +22,6 @@ from .subscriber import Subscriber
 
 
 def _answer(messages: list[Message], last_id: str) -> dict[str, Any]:
-    metrics.EVENTS_DELIVERED.inc(len(messages))
     return {"events": [message.as_dict() for message in messages], "last_id": messages[-1].id if messages else last_id}
 
 
@@ -41,6 +40,7 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
             metrics.CLIENTS_RESET.inc()
             return _answer([replay.reset], replay.last_id)
         if replay.events:
+            metrics.EVENTS_DELIVERED.inc(len(replay.events))
             return _answer(replay.events, replay.last_id)
 
         client.last_key = parse_id(since)

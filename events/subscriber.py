@@ -58,10 +58,14 @@ class Subscriber:
     # Called by the hub ---------------------------------------------------
 
     def push(self, message: Message) -> None:
-        self.pending.append(message)
-        if len(self.pending) > self.queue_size:
+        # The hot path of every fan-out: kept to an append and a wake-up.
+        pending = self.pending
+        pending.append(message)
+        if len(pending) > self.queue_size:
             self._coalesce()
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def heartbeat(self) -> None:
         self.heartbeat_due = True

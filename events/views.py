@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any
 
 import redis
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,7 +24,7 @@ from .connection import get_async_client
 from .exceptions import HubUnavailable
 from .hub import get_hub
 from .polling import long_poll
-from .streaming import event_stream
+from .streaming import EventStreamResponse, event_stream
 from .tokens import InvalidToken, granted_topics
 
 logger = logging.getLogger(__name__)
@@ -88,11 +88,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     if isinstance(parsed, HttpResponseBase):
         return parsed
     topics, last_event_id = parsed
-    response = StreamingHttpResponse(event_stream(topics, last_event_id), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    # Tell nginx not to buffer this response (the deploy config also says so).
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return EventStreamResponse(event_stream(topics, last_event_id))
 
 
 @thread_lean

@@ -28,6 +28,10 @@ def test_defaults_pass():
         ({"AUTHORIZE": "no.such.module.hook"}, "events.E006", "cannot be imported"),
         ({"QUEUE_SIZE": 4, "MAX_TOPICS": 8}, "events.E007", "QUEUE_SIZE"),
         ({"HEARTBEAT": 60}, "events.W001", "60"),
+        ({"MIDDLEWARE": "events.middleware.SessionUserMiddleware"}, "events.E008", "expected None or a list"),
+        ({"MIDDLEWARE": ["no.such.Middleware"]}, "events.E008", "cannot be imported"),
+        ({"MIDDLEWARE": ["tests.hooks.sync_only_middleware"]}, "events.E008", "not async-capable"),
+        ({"MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]}, "events.W003", "worker thread"),
     ],
 )
 def test_each_mistake_is_reported_with_its_id(events, expected_id, text):

@@ -1,0 +1,43 @@
+"""An async-only middleware for the event endpoints: session and user, no thread.
+
+Django's ``SessionMiddleware`` and ``AuthenticationMiddleware`` are sync
+middleware: under ASGI each of their hooks is a trip to a worker thread, and
+a typical middleware stack costs a dozen such trips per request, which is
+most of the cost of opening a stream. The event endpoints only *read* the
+session (to know the user for authorization), so for them this one async
+middleware does the same set-up with no trip at all: ``request.session`` (a
+lazy session store), ``request.user`` and ``request.auser()`` (both lazy, as
+in Django). It never saves the session.
+
+Use it through ``EVENTS["MIDDLEWARE"]`` (see ``asgi.py``), not in
+``settings.MIDDLEWARE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from importlib import import_module
+
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
+from django.contrib.auth.middleware import auser, get_user
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils.functional import SimpleLazyObject
+
+
+class SessionUserMiddleware:
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        self.SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request.session = self.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        request.user = SimpleLazyObject(lambda: get_user(request))  # type: ignore[assignment]
+        request.auser = partial(auser, request)
+        return await self.get_response(request)
