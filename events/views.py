@@ -72,6 +72,9 @@ async def _read_request(
     request: HttpRequest, read_id: Callable[[HttpRequest], str | None]
 ) -> tuple[frozenset[str], str | None] | HttpResponseBase:
     """The topics and the resume id of a valid, authorized request; else the error response."""
+    # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
+    # out the middleware that usually does (DisallowedHost becomes a 400).
+    request.get_host()
     try:
         topics = params.parse_topics(request)
         resume_id = read_id(request)

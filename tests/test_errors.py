@@ -62,3 +62,9 @@ def test_bad_requests_leave_no_stream_or_subscription_behind(server, redis_clien
     assert health["polls"] == 0
     channels = redis_client.pubsub_channels(f"{server.env['EVENTS_PREFIX']}:topic:*")
     assert not [c for c in channels if c.endswith((":a", ":x", ":t0"))]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_host_outside_allowed_hosts_is_a_400(server, endpoint):
+    response = httpx.get(server.url + endpoint + "?topic=a", headers={"Host": "evil.example"}, timeout=5)
+    assert response.status_code == 400
