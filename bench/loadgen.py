@@ -312,6 +312,8 @@ class Shard:
                 c.fail("timeout")
                 c.abort()
         self.inflight = 0
+        if started < n:
+            self.setup_errors["not attempted (set-up time limit)"] += n - started
         self.conns.extend(c for c in new if c.ready_ns)
         wall = (last - t0) / 1e9
         setup_ms.sort()
@@ -1182,6 +1184,7 @@ class Coordinator:
             "p50_ms": p["p50_ms"],
             "p99_ms": p["p99_ms"],
             "early_answers": agg["early"],
+            "lost": agg["lost"],
             "empty_answers": agg["empty"],
             "duplicated": agg["dups"],
             "invalid": agg["invalid"],

@@ -126,8 +126,8 @@ def sse_table(doc):
 
 def poll_table(doc):
     rows = [
-        "| system | waiting polls | set up | all answered (ms after publish) | median ms | p99 ms | "
-        "answered ≤ 1 s | early / empty / invalid | KB/poll | threads |",
+        "| system | waiting polls N | answered with the event | all answered (ms after publish) | median ms | "
+        "p99 ms | answered ≤ 1 s | dropped / early / empty / invalid | KB/poll | threads |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in doc["runs"]:
@@ -138,11 +138,15 @@ def poll_table(doc):
             continue
         for lv in levels_of(run):
             inv = sum((lv.get("invalid") or {}).values())
+            n, got = lv["n"], lv.get("delivered", 0)
+            # dropped: closed by the server before the publish (no answer at all)
+            dropped = lv.get("lost", max(0, n - lv.get("expected", 0) - lv.get("early_answers", 0)))
+            done = fmt(lv.get("all_answered_ms")) if got >= n else f"– ({n - got:,} never)"
             rows.append(
-                f"| {run['label']} | {lv['n']:,} | {lv['setup']['ok']:,} | "
-                f"{fmt(lv.get('all_answered_ms'))} | {fmt(lv.get('p50_ms'))} | {fmt(lv.get('p99_ms'))} | "
-                f"{lv.get('answered_within_1s', 0):,} / {lv.get('expected', 0):,} | "
-                f"{lv.get('early_answers', 0)} / {lv.get('empty_answers', 0)} / {inv} | "
+                f"| {run['label']} | {n:,} | {got:,} | "
+                f"{done} | {fmt(lv.get('p50_ms'))} | {fmt(lv.get('p99_ms'))} | "
+                f"{lv.get('answered_within_1s', 0):,} / {n:,} | "
+                f"{dropped} / {lv.get('early_answers', 0)} / {lv.get('empty_answers', 0)} / {inv} | "
                 f"{fmt(lv.get('rss_per_poll_kb'))} | {fmt(lv.get('threads_max'))} |"
             )
     return "\n".join(rows)
@@ -276,6 +280,8 @@ def write_markdown(doc, path):
     ]
     for k, val in m.items():
         lines.append(f"| {k} | {val} |")
+    if doc.get("loadavg_end"):
+        lines.append(f"| loadavg at end | {doc['loadavg_end']} |")
     for k, val in v.items():
         lines.append(f"| {k} | {val} |")
     lines += [

@@ -552,6 +552,23 @@ def run_system(ctx, name, workers, mode, levels):
     return rec
 
 
+def git_state():
+    """Commit of the code under test, and whether events/ or project/ differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "events", "project"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (head or "?") + (" + uncommitted changes in events/ or project/" if dirty else "")
+
+
 def versions(ctx):
     def pip_version(py, pkg):
         if not os.path.exists(py):
@@ -566,6 +583,7 @@ def versions(ctx):
     if p.returncode == 0 and p.stdout:
         nchan = p.stdout
     return {
+        "ours (git)": git_state(),
         "Django": pip_version(MAIN_PY, "django"),
         "uvicorn": pip_version(MAIN_PY, "uvicorn"),
         "uvloop": pip_version(MAIN_PY, "uvloop"),
@@ -675,6 +693,7 @@ def main():
     ctx.run_budget = 60 if args.quick else 100  # seconds of ramp per system and worker count
     ctx.scenario_timeout = ctx.run_budget + 300  # hard stop for a hung loader
     machine = procfs.machine_description()
+    git_at_start = git_state()
 
     ensure_eventstream_venv(args.no_install)
     if args.redis_url:
@@ -726,7 +745,11 @@ def main():
                 runs.append(run_system(ctx, s, 1, "poll", [poll_n]))
         doc = {
             "machine": machine,
-            "versions": versions(ctx),
+            "versions": {
+                **versions(ctx),
+                "ours (git)": git_at_start
+                + ("" if git_state() == git_at_start else f" (changed during the run, now {git_state()})"),
+            },
             "suite": "quick" if args.quick else ("custom" if args.levels else "standard"),
             "settings": {
                 "payload_bytes": ctx.size,
@@ -740,6 +763,7 @@ def main():
             },
             "runs": runs,
             "wall_s": round(time.monotonic() - t_start, 1),
+            "loadavg_end": procfs.machine_description()["loadavg at start"],
         }
         with open(os.path.join(ctx.raw, "results.json"), "w") as f:
             json.dump(doc, f, indent=1)

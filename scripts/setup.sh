@@ -44,6 +44,16 @@ pick_python() {
     die "Python 3.10 or newer is required (set PYTHON=/path/to/python3)"
 }
 
+pick_python_312() {  # a working Python >= 3.12 (for Django 6.x), if any
+    for candidate in python3.13 python3.12 "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
 ensure_venv() {  # $1: requirements file
     local requirements="$1" stamp="$VENV/.installed-$(basename "$1")"
     if [ ! -x "$VENV/bin/python" ]; then
