@@ -553,10 +553,14 @@ def run_system(ctx, name, workers, mode, levels):
 
 
 def git_state():
-    """Commit of the code under test, and whether events/ or project/ differ from it."""
+    """Last commit that touched the code under test (events/, project/), and
+    whether the work tree differs from it."""
     try:
         head = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "events", "project"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", ROOT, "status", "--porcelain", "--", "events", "project"],
