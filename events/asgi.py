@@ -26,6 +26,7 @@ which
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -166,7 +167,8 @@ class LifespanApp:
 
 
 def startup() -> None:
-    """Start this process's hub and chain the shutdown signals to it."""
+    """Tune the garbage collector, start this process's hub, chain the shutdown signals."""
+    tune_garbage_collector()
     hub = get_hub()
     hub.start()
     loop = asyncio.get_running_loop()
@@ -194,6 +196,25 @@ def _chain_signal(signum: int, on_signal: Callable[[], object]) -> None:
         signal.signal(signum, handler)
     except ValueError:
         pass  # not the main thread
+
+
+def tune_garbage_collector() -> None:
+    """Keep Python's cyclic garbage collector from eating a streaming worker's CPU.
+
+    Every open stream keeps a few hundred long-lived objects (tasks,
+    coroutine frames, request and response), and every delivery allocates a
+    few more. With the default thresholds (700, 10, 10) a worker holding
+    thousands of streams spends about 40 % of its CPU in collections, and the
+    full ones stall every stream for up to a second (measured by bench/).
+    Larger thresholds collect as much garbage, just in bigger, rarer batches;
+    ``gc.freeze()`` first moves everything built at start-up (modules, URL
+    patterns, settings) out of the collector's sight for good.
+    """
+    thresholds = conf.GC_THRESHOLD
+    if thresholds is None:
+        return
+    gc.freeze()
+    gc.set_threshold(*thresholds)
 
 
 async def shutdown() -> None:

@@ -79,6 +79,18 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             if not callable(hook):
                 errors.append(Error(f"EVENTS['AUTHORIZE'] {path!r} is not callable.", id="events.E006"))
     errors.extend(_check_middleware_setting(config.get("MIDDLEWARE")))
+    thresholds = config.get("GC_THRESHOLD", DEFAULTS["GC_THRESHOLD"])
+    if thresholds is not None and not (
+        isinstance(thresholds, (list, tuple))
+        and 1 <= len(thresholds) <= 3
+        and all(isinstance(part, int) and not isinstance(part, bool) and part >= 0 for part in thresholds)
+    ):
+        errors.append(
+            Error(
+                f"EVENTS['GC_THRESHOLD'] is {thresholds!r}; expected None or up to three integers for gc.set_threshold().",
+                id="events.E009",
+            )
+        )
     queue_size, max_topics = (
         config.get("QUEUE_SIZE", DEFAULTS["QUEUE_SIZE"]),
         config.get("MAX_TOPICS", DEFAULTS["MAX_TOPICS"]),

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTHORIZE": "events.authorization.default_authorize",
     # Seconds a signed subscribe token stays valid.
     "TOKEN_MAX_AGE": 3600.0,
+    # Thresholds of Python's cyclic garbage collector in a worker serving
+    # events (gc.set_threshold), or None to leave them alone. See asgi.py.
+    "GC_THRESHOLD": (50_000, 20, 100),
     # Middleware for the stream and poll endpoints only, or None to use
     # settings.MIDDLEWARE. Async-only middleware; see events/asgi.py.
     "MIDDLEWARE": None,
@@ -123,6 +126,11 @@ class Settings:
     @property
     def TOKEN_MAX_AGE(self) -> float:
         return float(_get("TOKEN_MAX_AGE"))
+
+    @property
+    def GC_THRESHOLD(self) -> tuple[int, ...] | None:
+        value = _get("GC_THRESHOLD")
+        return None if value is None else tuple(int(part) for part in value)
 
     @property
     def MIDDLEWARE(self) -> list[str] | None:

@@ -31,6 +31,8 @@ def test_defaults_pass():
         ({"MIDDLEWARE": "events.middleware.SessionUserMiddleware"}, "events.E008", "expected None or a list"),
         ({"MIDDLEWARE": ["no.such.Middleware"]}, "events.E008", "cannot be imported"),
         ({"MIDDLEWARE": ["tests.hooks.sync_only_middleware"]}, "events.E008", "not async-capable"),
+        ({"GC_THRESHOLD": "high"}, "events.E009", "gc.set_threshold"),
+        ({"GC_THRESHOLD": (1, 2, 3, 4)}, "events.E009", "gc.set_threshold"),
         ({"MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]}, "events.W003", "worker thread"),
     ],
 )
