@@ -130,6 +130,16 @@ def wait_http(port, proc, timeout=60.0, path="/"):
 # --------------------------------------------------------------------------
 
 
+def uvicorn_cmd(uvicorn, app, port, workers, lifespan, app_dir=None):
+    """The uvicorn command line shared by the three Python systems."""
+    cmd = [uvicorn, app, *(["--app-dir", app_dir] if app_dir else [])]
+    cmd += ["--lifespan", lifespan, "--loop", "uvloop", "--http", "httptools", "--host", HOST, "--port", str(port)]
+    cmd += ["--no-access-log", "--timeout-graceful-shutdown", "3"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    return cmd
+
+
 class System:
     name = ""
     label = ""
@@ -196,25 +206,9 @@ class Ours(System):
         return None
 
     def server_cmd(self, workers):
-        cmd = [
-            os.path.join(ROOT, ".venv", "bin", "uvicorn"),
-            "project.asgi:application",
-            "--lifespan",
-            "on",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-        ]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
+        cmd = uvicorn_cmd(
+            os.path.join(ROOT, ".venv", "bin", "uvicorn"), "project.asgi:application", self.port, workers, "on"
+        )
         return cmd, ROOT
 
     def env(self):
@@ -247,27 +241,14 @@ class Naive(System):
     name, label = "naive", "naive Django (1 Redis conn/client)"
 
     def server_cmd(self, workers):
-        cmd = [
+        cmd = uvicorn_cmd(
             os.path.join(ROOT, ".venv", "bin", "uvicorn"),
             "naive_project.asgi:application",
-            "--app-dir",
-            os.path.join(BENCH, "baselines", "naive"),
-            "--lifespan",
+            self.port,
+            workers,
             "off",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-        ]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
+            app_dir=os.path.join(BENCH, "baselines", "naive"),
+        )
         return cmd, ROOT
 
     def publisher(self):
@@ -298,27 +279,14 @@ class EventStream(System):
         return None
 
     def server_cmd(self, workers):
-        cmd = [
+        cmd = uvicorn_cmd(
             os.path.join(ES_VENV, "bin", "uvicorn"),
             "es_project.asgi:application",
-            "--app-dir",
-            os.path.join(BENCH, "baselines", "eventstream"),
-            "--lifespan",
+            self.port,
+            workers,
             "off",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-        ]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
+            app_dir=os.path.join(BENCH, "baselines", "eventstream"),
+        )
         return cmd, ROOT
 
     def publisher(self):

@@ -17,7 +17,9 @@ def streams_open(server):
     return httpx.get(f"{server.url}/events/health/", timeout=5).json()["streams"]
 
 
-def assert_each_received_once(streams, ids):
+async def publish_and_check_each_received_once(streams, topic):
+    ids = [publish(topic, data=i) for i in range(EVENTS)]
+    await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
     for s in streams:
         seen = Counter(line[4:].decode() for line in s.data.split(b"\n") if line.startswith(b"id: "))
         assert seen == Counter(ids), "an event was lost or duplicated"
@@ -49,9 +51,7 @@ async def test_two_workers_deliver_each_event_once_to_every_client(start_server,
             if redis_client.pubsub_numsub(channel)[0][1] == 2:
                 break
         assert redis_client.pubsub_numsub(channel)[0][1] == 2, "the kernel never gave the second worker a connection"
-        ids = [publish(topic, data=i) for i in range(EVENTS)]
-        await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
-        assert_each_received_once(streams, ids)
+        await publish_and_check_each_received_once(streams, topic)
     finally:
         for s in streams:
             await s.close()
@@ -66,9 +66,7 @@ async def test_separate_instances_deliver_each_event_once_to_every_client(start_
         await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
         for srv in (one, two):
             await asyncio.to_thread(wait_for, lambda srv=srv: streams_open(srv) == 5, 10, "streams attached")
-        ids = [publish(topic, data=i) for i in range(EVENTS)]
-        await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
-        assert_each_received_once(streams, ids)
+        await publish_and_check_each_received_once(streams, topic)
     finally:
         for s in streams:
             await s.close()
