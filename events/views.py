@@ -18,10 +18,10 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import params
-from .asgi import thread_lean
 from .authorization import denied_topics
 from .connection import get_async_client
 from .exceptions import HubUnavailable
+from .handlers import thread_lean
 from .hub import get_hub
 from .polling import long_poll
 from .streaming import EventStreamResponse, event_stream

@@ -6,7 +6,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from events import apublish, publish
-from events.asgi import EventsMiddlewareHandler, LifespanApp, events_asgi_app
+from events.asgi import LifespanApp, events_asgi_app
+from events.handlers import EventsMiddlewareHandler
 
 
 @pytest.fixture
