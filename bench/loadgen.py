@@ -634,18 +634,7 @@ class SSEConn(BaseConn):
                     if self.last_id is not None and idt <= self.last_id:
                         shard.bad("id not increasing")
                     self.last_id = idt
-                bit = 1 << seq
-                if self.seen & bit:
-                    shard.dups += 1
-                    continue
-                self.seen |= bit
-                lst = shard.lat.get(seq)
-                if lst is None:
-                    lst = shard.lat[seq] = []
-                lst.append(now - ts)
-                t = shard.targets.get(seq)
-                if t is not None and len(lst) >= t:
-                    shard.complete(seq)
+                shard.delivered(self, seq, ts, now)
             elif r[0] == BAD:
                 shard.bad(r[1])
 
