@@ -21,7 +21,7 @@ RESET_EVENT = "reset"
 
 
 class Message:
-    __slots__ = ("__dict__", "data_json", "event", "id", "key", "topic")
+    __slots__ = ("__dict__", "data_json", "event", "id", "is_reset", "key", "topic")
 
     def __init__(self, id: str, topic: str | None, event: str, data_json: str) -> None:
         self.id = id
@@ -30,6 +30,7 @@ class Message:
         self.event = event
         # The payload as JSON text, exactly as published (never re-encoded).
         self.data_json = data_json
+        self.is_reset = event == RESET_EVENT
 
     @classmethod
     def from_pubsub(cls, topic: str, payload: bytes) -> Message:
@@ -52,10 +53,6 @@ class Message:
     def reset(cls, id: str, reason: str) -> Message:
         """The ``reset`` event: "re-fetch everything", resuming from ``id``."""
         return cls(id, None, RESET_EVENT, json.dumps({"reason": reason}))
-
-    @property
-    def is_reset(self) -> bool:
-        return self.event == RESET_EVENT
 
     @cached_property
     def frame(self) -> bytes:

@@ -64,8 +64,10 @@ class Subscriber:
         if len(pending) > self.queue_size:
             self._coalesce()
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def heartbeat(self) -> None:
         self.heartbeat_due = True
@@ -89,8 +91,10 @@ class Subscriber:
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # Called by the stream or poll ----------------------------------------
 
@@ -99,14 +103,15 @@ class Subscriber:
         return bool(self.pending) or self.heartbeat_due or self.close_reason is not None
 
     async def wait(self) -> None:
-        """Wait until there is something to do (message, heartbeat or close)."""
+        """Wait until there is something to do (message, heartbeat or close).
+
+        The waker clears ``_waiter``; a waiter left by a cancelled wait is
+        simply done, and the next wake skips it.
+        """
         if self.has_work:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        await waiter
 
     def take(self) -> list[Message]:
         """Remove and return the queued messages that are newer than the last given."""
