@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     # events (gc.set_threshold), or None to leave them alone. See asgi.py.
     "GC_THRESHOLD": (50_000, 20, 100),
     # Middleware for the stream and poll endpoints only, or None to use
-    # settings.MIDDLEWARE. Async-only middleware; see events/asgi.py.
+    # settings.MIDDLEWARE. Async-only middleware; see events/handlers.py.
     "MIDDLEWARE": None,
 }
 

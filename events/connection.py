@@ -29,15 +29,10 @@ from redis.retry import Retry
 
 from .conf import conf
 
-
 # Fail fast: a publish should raise within about a second when Redis is down,
-# not spend the default ten retries backing off.
-def _command_options() -> dict[str, Any]:
-    return {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 30}
-
-
-def _backoff() -> ExponentialBackoff:
-    return ExponentialBackoff(cap=0.2, base=0.05)
+# not spend the default ten retries backing off (one quick retry instead).
+_COMMAND_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 30}
+_BACKOFF = ExponentialBackoff(cap=0.2, base=0.05)
 
 
 def history_key(prefix: str | None = None) -> str:
@@ -65,7 +60,7 @@ def get_sync_client() -> redis.Redis:
     with _sync_lock:
         client = _sync_clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url, retry=Retry(_backoff(), 1), **_command_options())
+            client = redis.Redis.from_url(url, retry=Retry(_BACKOFF, 1), **_COMMAND_OPTIONS)
             _sync_clients[url] = client
         return client
 
@@ -77,7 +72,7 @@ def get_async_client() -> redis.asyncio.Redis:
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(_backoff(), 1), **_command_options())
+        client = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS)
         clients[url] = client
     return client
 

@@ -9,7 +9,7 @@ middleware does the same set-up with no trip at all: ``request.session`` (a
 lazy session store), ``request.user`` and ``request.auser()`` (both lazy, as
 in Django). It never saves the session.
 
-Use it through ``EVENTS["MIDDLEWARE"]`` (see ``asgi.py``), not in
+Use it through ``EVENTS["MIDDLEWARE"]`` (see ``handlers.py``), not in
 ``settings.MIDDLEWARE``.
 """
 

@@ -21,13 +21,13 @@ from typing import Any
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
-from .publishing import publish_on_commit
+from .publishing import DEFAULT_EVENT, publish_on_commit
 from .topics import validate_topic
 
 TopicSpec = str | Callable[[Any], str]
 
 
-def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = "invalidate") -> None:
+def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = DEFAULT_EVENT) -> None:
     """Publish on ``topic`` (a name, or a function of the instance) after each committed change."""
     if isinstance(topic, str):
         validate_topic(topic)
@@ -36,14 +36,13 @@ def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str =
     def topic_for(instance: Any) -> str:
         return topic(instance) if callable(topic) else topic
 
-    def on_save(sender: type[models.Model], instance: Any, using: str, **kwargs: Any) -> None:
-        data = {"model": label, "pk": instance.pk, "action": "saved"}
-        publish_on_commit(topic_for(instance), data, event, using=using)
+    def receiver(action: str) -> Callable[..., None]:
+        def publish_change(sender: type[models.Model], instance: Any, using: str, **kwargs: Any) -> None:
+            data = {"model": label, "pk": instance.pk, "action": action}
+            publish_on_commit(topic_for(instance), data, event, using=using)
 
-    def on_delete(sender: type[models.Model], instance: Any, using: str, **kwargs: Any) -> None:
-        data = {"model": label, "pk": instance.pk, "action": "deleted"}
-        publish_on_commit(topic_for(instance), data, event, using=using)
+        return publish_change
 
     uid = f"events.publish_changes:{label}:{topic if isinstance(topic, str) else id(topic)}"
-    post_save.connect(on_save, sender=model, weak=False, dispatch_uid=uid + ":save")
-    post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid + ":delete")
+    post_save.connect(receiver("saved"), sender=model, weak=False, dispatch_uid=uid + ":save")
+    post_delete.connect(receiver("deleted"), sender=model, weak=False, dispatch_uid=uid + ":delete")

@@ -129,8 +129,14 @@ class PubSubConnection:
                         # re-subscribe these topics since nobody wants them.
                         pass
 
+    def _topic(self, channel: bytes) -> str:
+        return channel[len(self._prefix_bytes) :].decode()
+
+    def _parse(self, raw: dict[str, Any]) -> Message:
+        return Message.from_pubsub(self._topic(raw["channel"]), raw["data"])
+
     def _confirm(self, channel: bytes) -> None:
-        topic = channel[len(self._prefix_bytes) :].decode()
+        topic = self._topic(channel)
         queue = self._confirmations.get(topic)
         if queue:
             future = queue.popleft()
@@ -201,8 +207,6 @@ class PubSubConnection:
         await self._read_loop(pubsub)
 
     async def _read_loop(self, pubsub: PubSub) -> None:
-        prefix_length = len(self._prefix_bytes)
-        dispatch = self.hub.dispatch
         watermark: str | None = None
         while True:
             raw = await pubsub.get_message(timeout=IDLE_PING)
@@ -216,8 +220,7 @@ class PubSubConnection:
                 continue
             kind = raw["type"]
             if kind == "message":
-                topic = raw["channel"][prefix_length:].decode()
-                dispatch(Message.from_pubsub(topic, raw["data"]))
+                self.hub.dispatch(self._parse(raw))
             elif kind == "pong":
                 if watermark is not None:
                     self._advance(watermark)
@@ -229,10 +232,6 @@ class PubSubConnection:
         key = parse_id(watermark)
         if self.hub.last_key is None or key > self.hub.last_key:
             self.hub.last_key = key
-
-    def _parse(self, raw: dict[str, Any]) -> Message:
-        topic = raw["channel"][len(self._prefix_bytes) :].decode()
-        return Message.from_pubsub(topic, raw["data"])
 
     async def _fill_gap(self, topics: list[str]) -> None:
         """After a reconnect: deliver what was published while we were away."""

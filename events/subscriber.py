@@ -58,16 +58,10 @@ class Subscriber:
     # Called by the hub ---------------------------------------------------
 
     def push(self, message: Message) -> None:
-        # The hot path of every fan-out: kept to an append and a wake-up.
-        pending = self.pending
-        pending.append(message)
-        if len(pending) > self.queue_size:
+        self.pending.append(message)
+        if len(self.pending) > self.queue_size:
             self._coalesce()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     def heartbeat(self) -> None:
         self.heartbeat_due = True
