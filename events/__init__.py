@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The package version (pyproject.toml reads it from here); see CHANGELOG.md.
+__version__ = "0.1.0"
+
 __all__ = [
     "PublishError",
     "acurrent_id",

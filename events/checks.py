@@ -79,6 +79,9 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             if not callable(hook):
                 errors.append(Error(f"EVENTS['AUTHORIZE'] {path!r} is not callable.", id="events.E006"))
     errors.extend(_check_middleware_setting(config.get("MIDDLEWARE")))
+    metrics = config.get("METRICS", DEFAULTS["METRICS"])
+    if not isinstance(metrics, bool):
+        errors.append(Error(f"EVENTS['METRICS'] is {metrics!r}; expected True or False.", id="events.E010"))
     thresholds = config.get("GC_THRESHOLD", DEFAULTS["GC_THRESHOLD"])
     if thresholds is not None and not (
         isinstance(thresholds, (list, tuple))

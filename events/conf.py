@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     # Thresholds of Python's cyclic garbage collector in a worker serving
     # events (gc.set_threshold), or None to leave them alone. See asgi.py.
     "GC_THRESHOLD": (50_000, 20, 100),
+    # Serve Prometheus metrics at events/metrics/. Off by default: they tell
+    # anyone who can reach the site about its traffic; restrict them (nginx).
+    "METRICS": False,
     # Middleware for the stream and poll endpoints only, or None to use
     # settings.MIDDLEWARE. Async-only middleware; see events/handlers.py.
     "MIDDLEWARE": None,
@@ -131,6 +134,10 @@ class Settings:
     def GC_THRESHOLD(self) -> tuple[int, ...] | None:
         value = _get("GC_THRESHOLD")
         return None if value is None else tuple(int(part) for part in value)
+
+    @property
+    def METRICS(self) -> bool:
+        return bool(_get("METRICS"))
 
     @property
     def MIDDLEWARE(self) -> list[str] | None:

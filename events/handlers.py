@@ -12,18 +12,26 @@ are sync, and each of their hooks costs a thread trip per request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest
 from django.urls import Resolver404, get_resolver
 from django.utils.module_loading import import_string
 
 from .conf import conf
 
+logger = logging.getLogger(__name__)
+
 Scope = MutableMapping[str, Any]
+
+# Set in the scope of every HTTP request EventsASGIHandler serves, so a view
+# can tell it was not served by Django's stock handler.
+SERVED_KEY = "events.handler"
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
@@ -51,6 +59,8 @@ class EventsASGIHandler(ASGIHandler):
         self._lean_paths: dict[str, bool] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[SERVED_KEY] = True
         if scope["type"] == "http" and self._is_thread_lean(scope):
             await self.lean_handler.handle(scope, receive, send)
         else:
@@ -107,3 +117,31 @@ class EventsMiddlewareHandler(ASGIHandler):
                 self._exception_middleware.append(self.adapt_method_mode(False, instance.process_exception))
             handler = convert_exception_to_response(instance)
         self._middleware_chain = handler
+
+
+class _StockHandlerWarning:
+    """Warns once per process that an event endpoint is served without ``events_asgi_app()``.
+
+    Under Django's stock ``get_asgi_application()`` (or WSGI) the endpoints
+    still answer, but what ``events_asgi_app()`` adds is silently missing.
+    Once is enough to point at the fix; more would flood the log.
+    """
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def check(self, request: HttpRequest) -> None:
+        if self.warned or getattr(request, "scope", {}).get(SERVED_KEY):
+            return
+        self.warned = True
+        logger.warning(
+            "events: %s is served without events.asgi.events_asgi_app() (by Django's stock "
+            "get_asgi_application() or WSGI), so: open streams do not end promptly on shutdown "
+            "(the server waits for each one), every open stream holds a thread, and the hub's "
+            "lifespan (start-up check, Redis clean-up at shutdown) does not run. In your project's "
+            "asgi.py, set `application = events.asgi.events_asgi_app()` and run uvicorn with --lifespan on.",
+            request.path,
+        )
+
+
+warn_unless_events_handler = _StockHandlerWarning().check

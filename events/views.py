@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any
 
 import redis
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,7 +21,8 @@ from . import params
 from .authorization import denied_topics
 from .connection import get_async_client
 from .exceptions import HubUnavailable
-from .handlers import thread_lean
+from .conf import conf
+from .handlers import thread_lean, warn_unless_events_handler
 from .hub import get_hub
 from .polling import long_poll
 from .streaming import EventStreamResponse, event_stream
@@ -72,6 +73,7 @@ async def _read_request(
     request: HttpRequest, read_id: Callable[[HttpRequest], str | None]
 ) -> tuple[frozenset[str], str | None] | HttpResponseBase:
     """The topics and the resume id of a valid, authorized request; else the error response."""
+    warn_unless_events_handler(request)
     # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
     # out the middleware that usually does (DisallowedHost becomes a 400).
     request.get_host()
@@ -142,5 +144,7 @@ async def health(request: HttpRequest) -> HttpResponse:
 
 @get_only
 async def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics of this worker process (restrict access in nginx)."""
+    """Prometheus metrics of this worker process: a 404 unless ``EVENTS["METRICS"]`` is on."""
+    if not conf.METRICS:
+        raise Http404("Metrics are off; set EVENTS['METRICS'] = True to serve them.")
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

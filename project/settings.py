@@ -128,6 +128,9 @@ EVENTS = {
     "RETRY_MS": int(env_number("EVENTS_RETRY_MS", 2000)),
     "TOKEN_MAX_AGE": env_number("EVENTS_TOKEN_MAX_AGE", 3600),
     "AUTHORIZE": os.environ.get("EVENTS_AUTHORIZE", "events.authorization.default_authorize"),
+    # Serve events/metrics/ (off by default in the app); deploy/'s nginx lets
+    # only localhost reach it.
+    "METRICS": env_bool("EVENTS_METRICS", True),
     # The stream and poll endpoints only need the session and the user (for
     # authorization): this one async middleware replaces the whole stack for
     # them, saving a dozen thread trips per stream opened.

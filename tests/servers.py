@@ -85,8 +85,14 @@ class UvicornServer:
 
 @contextlib.contextmanager
 def start_uvicorn(
-    env: dict[str, str], args: list[str] | None = None, port: int | None = None, timeout: float = 30.0
+    env: dict[str, str],
+    args: list[str] | None = None,
+    port: int | None = None,
+    timeout: float = 30.0,
+    command: list[str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[UvicornServer]:
+    """Start the project under uvicorn (or ``command`` in ``cwd``, which must listen on ``port``)."""
     port = port or free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="uvicorn-"))
     log_path = log_dir / "server.log"
@@ -96,7 +102,7 @@ def start_uvicorn(
         "PYTHONUNBUFFERED": "1",
         **env,
     }
-    command = [
+    command = command or [
         sys.executable, "-m", "uvicorn", "project.asgi:application",
         "--host", "127.0.0.1", "--port", str(port),
         "--lifespan", "on", "--loop", "uvloop", "--http", "httptools",
@@ -104,7 +110,7 @@ def start_uvicorn(
         *(args or []),
     ]  # fmt: skip
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     root_path = ""
     if args and "--root-path" in args:
         root_path = args[args.index("--root-path") + 1]
