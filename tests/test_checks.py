@@ -33,6 +33,7 @@ def test_defaults_pass():
         ({"MIDDLEWARE": ["tests.hooks.sync_only_middleware"]}, "events.E008", "not async-capable"),
         ({"GC_THRESHOLD": "high"}, "events.E009", "gc.set_threshold"),
         ({"GC_THRESHOLD": (1, 2, 3, 4)}, "events.E009", "gc.set_threshold"),
+        ({"METRICS": "yes"}, "events.E010", "expected True or False"),
         ({"MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]}, "events.W003", "worker thread"),
     ],
 )

@@ -39,6 +39,25 @@ async def test_health_and_metrics_follow_streams_and_events(start_server, topic)
     await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 0, 10, "streams closed")
 
 
+async def test_metrics_are_a_404_until_a_setting_enables_them(start_server):
+    off = start_server({"EVENTS_METRICS": "0"})
+    assert httpx.get(f"{off.url}/events/metrics/", timeout=5).status_code == 404
+    on = start_server({"EVENTS_METRICS": "1"})
+    response = httpx.get(f"{on.url}/events/metrics/", timeout=5)
+    assert response.status_code == 200
+    assert "events_streams_open" in response.text
+
+
+async def test_health_names_no_topic(start_server, topic):
+    srv = start_server()
+    async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
+        await stream.next_frame()
+        await asyncio.to_thread(wait_for, lambda: metric(srv, "events_topics_subscribed") >= 1, 10, "a subscription")
+        health = httpx.get(f"{srv.url}/events/health/", timeout=5)
+    assert health.status_code == 200
+    assert topic not in health.text
+
+
 async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(start_server, topic):
     srv = start_server({"EVENTS_MAX_STREAMS": "2"})
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as one:

@@ -1,0 +1,45 @@
+"""Gunicorn with Uvicorn workers: SIGTERM to the master ends open streams cleanly and promptly."""
+
+import asyncio
+import signal
+import sys
+import time
+
+from .conftest import SERVER_ENV
+from .servers import free_port, start_uvicorn
+from .sse import open_raw_stream
+
+WORKERS = 2
+STREAMS = 40
+
+
+def gunicorn_command(port: int) -> list[str]:
+    # The README's production command, on a test port.
+    return [
+        sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "project.asgi:application",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS), "--graceful-timeout", "20",
+    ]  # fmt: skip
+
+
+async def test_sigterm_to_the_gunicorn_master_ends_open_streams_promptly(redis_url, events_prefix, topic):
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, **SERVER_ENV, "EVENTS_HEARTBEAT": "5"}
+    with start_uvicorn(env, port=port, command=gunicorn_command(port)) as srv:
+        streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
+        try:
+            await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
+            started = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)
+            bodies = await asyncio.gather(*(s.read_to_end(timeout=5) for s in streams))
+            await asyncio.to_thread(srv.process.wait, 5)
+            elapsed = time.monotonic() - started
+        finally:
+            for s in streams:
+                await s.close()
+        log = srv.log()
+    # Well before --graceful-timeout (20 s): the workers did not wait for the streams.
+    assert elapsed < 5, log
+    assert srv.process.returncode == 0, log
+    for body in bodies:
+        assert b": closing: shutdown; reconnect\n\n" in body
+    assert "Traceback" not in log, log
