@@ -102,6 +102,20 @@ ensure_redis() {  # starts a local Redis for REDIS_URL if none answers
 ensure_test_services() {
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
     [ -x /usr/bin/chromium ] || apt_install chromium
-    # Fonts, so screenshots show text.
-    fc-list 2>/dev/null | grep -q . || apt_install fonts-dejavu-core
+    # Fonts, so screenshots show text. Nice to have, so never fatal.
+    have_fonts || install_fonts
+}
+
+have_fonts() {
+    # Not `fc-list | grep -q .`: under pipefail, grep -q exits at the first line,
+    # fc-list then dies of SIGPIPE and the pipeline reports "no fonts".
+    [ -n "$(fc-list 2>/dev/null || true)" ]
+}
+
+install_fonts() {
+    if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+        apt_install fonts-dejavu-core
+    else
+        say "no fonts found (fc-list): browser screenshots will show boxes; install fonts-dejavu-core to fix"
+    fi
 }
