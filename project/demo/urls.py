@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import URLPattern, path, re_path
 
 from . import views
@@ -19,4 +18,4 @@ if settings.DEBUG:
     # Development only (`make run` has no nginx in front): serve the apps' static
     # files. The pattern is relative to the script prefix (uvicorn --root-path),
     # like STATIC_URL ("static/"); in production nginx serves STATIC_ROOT.
-    urlpatterns.append(re_path(r"^static/(?P<path>.*)$", serve_static))
+    urlpatterns.append(re_path(r"^static/(?P<path>.*)$", views.static_file))

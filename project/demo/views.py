@@ -15,7 +15,8 @@ import secrets
 import redis
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model, login, logout
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.staticfiles.views import serve as serve_static
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
@@ -112,3 +113,23 @@ def join(request: HttpRequest) -> HttpResponse:
 def leave(request: HttpRequest) -> HttpResponse:
     logout(request)
     return redirect("demo:board")
+
+
+def static_file(request: HttpRequest, path: str) -> HttpResponseBase:
+    """Development only (``make run``, no nginx): an app's static file, as a plain response.
+
+    Django's ``serve`` answers with a ``FileResponse``, which streams a
+    synchronous file iterator; Django's ASGI handler then warns on every
+    request ("StreamingHttpResponse must consume synchronous iterators...").
+    The demo's files are small: read them whole instead.
+    """
+    response = serve_static(request, path)
+    if not response.streaming:
+        return response  # e.g. 304 Not Modified
+    try:
+        plain = HttpResponse(b"".join(response), status=response.status_code)
+    finally:
+        response.close()
+    for header, value in response.items():
+        plain[header] = value
+    return plain
