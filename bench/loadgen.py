@@ -53,7 +53,7 @@ monotonic_ns = time.monotonic_ns
 # --------------------------------------------------------------------------
 
 PROFILES = {
-    # our product (DESIGN.md §3): envelope {"topic", "data"}, event "invalidate", id = stream id
+    # our product (README, "Wire contract"): envelope {"topic", "data"}, event "invalidate", id = stream id
     "ours": {
         "sse_path": "/events/stream/?topic={topic}",
         "poll_path": "/events/poll/?topic={topic}",

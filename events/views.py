@@ -19,9 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import params
 from .authorization import denied_topics
+from .conf import conf
 from .connection import get_async_client
 from .exceptions import HubUnavailable
-from .conf import conf
 from .handlers import thread_lean, warn_unless_events_handler
 from .hub import get_hub
 from .polling import long_poll

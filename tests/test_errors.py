@@ -1,4 +1,4 @@
-"""Bad input on both endpoints: a clear JSON 4xx, no Redis work, no slot held (DESIGN §3.3)."""
+"""Bad input on both endpoints: a clear JSON 4xx, no Redis work, no slot held."""
 
 import httpx
 import pytest

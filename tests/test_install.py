@@ -44,7 +44,9 @@ README_STEP = re.compile(r"```python\n\s*# mysite/(\S+) \((add at the end|the wh
 
 def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -84,7 +86,11 @@ def wheel(workdir: Path) -> Path:
     source = workdir / "checkout"
     shutil.copytree(ROOT, source, ignore=COPY_IGNORE)
     dist = workdir / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)], workdir, dict(os.environ))
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
+        workdir,
+        dict(os.environ),
+    )
     (built,) = dist.glob("django_live_events-*.whl")
     return built
 
@@ -108,9 +114,7 @@ def test_the_wheel_holds_the_events_package_and_nothing_else(wheel: Path) -> Non
     assert not any("==" in r.split(";")[0] for r in requires), requires
 
 
-async def test_a_new_site_follows_the_readme_and_receives_events(
-    wheel: Path, workdir: Path, redis_url: str
-) -> None:
+async def test_a_new_site_follows_the_readme_and_receives_events(wheel: Path, workdir: Path, redis_url: str) -> None:
     venv = workdir / "venv"
     python, bin_dir = venv / "bin" / "python", venv / "bin"
     site = workdir / "site"

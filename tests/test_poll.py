@@ -1,4 +1,4 @@
-"""The long-poll endpoint over a real uvicorn server (DESIGN §3.2)."""
+"""The long-poll endpoint over a real uvicorn server."""
 
 import asyncio
 

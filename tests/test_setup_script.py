@@ -15,7 +15,7 @@ def test_fonts_present_means_no_apt_get_however_long_fc_list_runs(tmp_path: Path
     calls = tmp_path / "apt-get-calls"
     # Many fonts: fc-list is still writing when a reader that stops early exits (SIGPIPE).
     (fake_bin / "fc-list").write_text("#!/bin/sh\nseq 200000 | sed 's|^|/usr/share/fonts/font-|'\n")
-    (fake_bin / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexit 1\n")
+    (fake_bin / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     (fake_bin / "nginx").write_text("#!/bin/sh\nexit 0\n")
     for script in fake_bin.iterdir():
         script.chmod(0o755)

@@ -1,4 +1,4 @@
-"""The SSE stream over a real uvicorn server and a real Redis (DESIGN §3.1)."""
+"""The SSE stream over a real uvicorn server and a real Redis."""
 
 import asyncio
 import threading
