@@ -185,8 +185,10 @@ async def check_served_site(site: Path, env: dict[str, str], command: list[str],
     server_env = {**env, "DJANGO_SETTINGS_MODULE": "mysite.settings"}
     topic = f"news-{uuid.uuid4().hex[:8]}"
     with start_uvicorn(server_env, port=port, command=command, cwd=site) as srv:
-        async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
-            await stream.next_frame()  # the stream is open
+        # Resuming from an id, so the event arrives whether or not the stream
+        # had subscribed when it was published.
+        before = run([*manage, "publish_event", topic], site, env).strip()
+        async with open_stream(f"{srv.url}/events/stream/?topic={topic}&last_event_id={before}") as stream:
             first = run([*manage, "publish_event", topic, "--data", '{"id": 3}'], site, env).strip()
             frame = await stream.next_event(timeout=10)
             assert frame.id == first

@@ -23,10 +23,12 @@ async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(redis_url,
     port = free_port()
     with start_uvicorn(env, port=port, command=uvicorn_command("tests.stock_asgi:application", port)) as srv:
         for _ in range(2):
-            async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
-                await stream.next_frame()
-                publish(topic)
-                await stream.next_event()
+            # Resuming from an id: the event arrives whether or not the stream
+            # had subscribed when it was published.
+            since = publish(topic)
+            async with open_stream(f"{srv.url}/events/stream/?topic={topic}&last_event_id={since}") as stream:
+                newest = publish(topic)
+                assert (await stream.next_event(timeout=10)).id == newest
         async with httpx.AsyncClient(timeout=10) as client:
             newest = publish(topic)
             response = await client.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0")
