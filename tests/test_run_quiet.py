@@ -34,8 +34,12 @@ async def test_loading_the_demo_page_logs_no_warning_and_finds_every_asset(start
             again = await client.get(asset, headers={"If-Modified-Since": response.headers["Last-Modified"]})
             assert again.status_code == 304, asset
         assert (await client.get("/api/board/")).status_code == 200
+        favicon = await client.get("/favicon.ico", follow_redirects=True)
+        assert favicon.status_code == 200
+        assert favicon.headers["content-type"] == "image/svg+xml"
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         await stream.next_frame()
     log = srv.log()
     assert "Warning" not in log, log
     assert "StreamingHttpResponse" not in log, log
+    assert "Not Found" not in log, log

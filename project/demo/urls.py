@@ -12,6 +12,7 @@ urlpatterns: list[URLPattern] = [
     path("trackers/<slug:slug>/", views.change, name="change"),
     path("join/", views.join, name="join"),
     path("leave/", views.leave, name="leave"),
+    path("favicon.ico", views.favicon),
 ]
 
 if settings.DEBUG:

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model, login, logout
 from django.contrib.staticfiles.views import serve as serve_static
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
@@ -133,3 +134,8 @@ def static_file(request: HttpRequest, path: str) -> HttpResponseBase:
     for header, value in response.items():
         plain[header] = value
     return plain
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the JSON views)."""
+    return redirect(static("demo/favicon.svg"), permanent=True)
