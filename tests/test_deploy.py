@@ -52,6 +52,16 @@ def test_app_timings_are_under_nginx_read_timeout() -> None:
     assert DEFAULTS["LONGPOLL_TIMEOUT"] < poll_timeout < 60
 
 
+def test_the_deployed_site_serves_metrics_to_localhost_only() -> None:
+    # The app serves metrics only when told to (a 404 by default)...
+    assert DEFAULTS["METRICS"] is False
+    assert env_example()["EVENTS_METRICS"] == "1"
+    # ...and nginx keeps them private.
+    block = SITE_CONF.read_text().split(f"location {PREFIX}/events/metrics/ {{", 1)[1].split("}", 1)[0]
+    rules = [line.strip() for line in block.splitlines() if line.strip().startswith(("allow", "deny"))]
+    assert rules == ["allow 127.0.0.1;", "allow ::1;", "deny all;"]
+
+
 def test_nginx_strips_the_prefix_that_uvicorn_puts_back() -> None:
     assert option("--root-path") == PREFIX
     text = SITE_CONF.read_text()
