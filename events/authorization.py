@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
@@ -50,13 +50,33 @@ def get_hook() -> Callable[[HttpRequest, str], Any]:
     return _load(conf.AUTHORIZE)
 
 
+def is_async(hook: Callable[..., Any]) -> bool:
+    """Whether calling ``hook`` returns an awaitable, as far as can be told without calling it.
+
+    Sees through ``functools.partial``, asgiref's ``markcoroutinefunction``
+    (which ``inspect`` misses before Python 3.12) and objects whose
+    ``__call__`` is ``async def``.
+    """
+    while isinstance(hook, functools.partial):
+        hook = hook.func
+    if iscoroutinefunction(hook):
+        return True
+    if inspect.isroutine(hook):
+        return False
+    # An instance whose class defines ``async def __call__``.
+    return iscoroutinefunction(type(hook).__call__)
+
+
 async def denied_topics(request: HttpRequest, topics: Iterable[str]) -> list[str]:
     """The topics among ``topics`` that the hook refuses to ``request``."""
     hook = get_hook()
     wanted = sorted(topics)
-    if inspect.iscoroutinefunction(hook):
+    if is_async(hook):
         verdicts = [await hook(request, topic) for topic in wanted]
     else:
         # One trip to a thread for all topics (the hook may use the ORM).
         verdicts = await sync_to_async(lambda: [hook(request, topic) for topic in wanted])()
+        # A sync-looking callable may still return awaitables (a hook
+        # ``is_async`` cannot see through): await them here rather than refuse.
+        verdicts = [await verdict if inspect.isawaitable(verdict) else verdict for verdict in verdicts]
     return [topic for topic, allowed in zip(wanted, verdicts, strict=True) if allowed is not True]

@@ -14,31 +14,14 @@ from django.core.checks import register as register_check
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import declarations
 
-# (key, minimum, integer only)
-_NUMBERS: list[tuple[str, float, bool]] = [
-    ("HEARTBEAT", 0.01, False),
-    ("LONGPOLL_TIMEOUT", 0.01, False),
-    ("HISTORY", 1, True),
-    ("MAX_TOPICS", 1, True),
-    ("MAX_TOPIC_LENGTH", 1, True),
-    ("MAX_PAYLOAD", 2, True),
-    ("MAX_STREAMS", 1, True),
-    ("MAX_POLLS", 1, True),
-    ("MAX_STREAM_AGE", 0, False),
-    ("QUEUE_SIZE", 1, True),
-    ("WRITE_TIMEOUT", 0.01, False),
-    ("RETRY_MS", 0, True),
-    ("TOKEN_MAX_AGE", 1, False),
-]
 # nginx's default proxy_read_timeout; a heartbeat or long-poll must stay below it.
 NGINX_READ_TIMEOUT = 60
 
 
 def register() -> None:
     register_check(check_settings, Tags.compatibility)
-    register_check(check_middleware, Tags.compatibility)
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
@@ -46,31 +29,40 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     if not isinstance(config, dict):
         return [Error(f"EVENTS must be a dict, got {type(config).__name__}.", id="events.E001")]
     errors: list[CheckMessage] = []
-    for key in sorted(set(config) - set(DEFAULTS)):
+    known = {setting.name for setting in declarations()}
+    for key in sorted(set(config) - known):
         errors.append(
             Error(
                 f"EVENTS has an unknown key {key!r}.",
-                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                hint=f"Known keys: {', '.join(sorted(known))}.",
                 id="events.E002",
             )
         )
-    for key, minimum, integer in _NUMBERS:
-        value = config.get(key, DEFAULTS[key])
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-            expected = "an integer" if integer else "a number"
-            errors.append(Error(f"EVENTS[{key!r}] is {value!r}; expected {expected} >= {minimum}.", id="events.E003"))
-    for key in ("REDIS_URL", "PREFIX", "AUTHORIZE"):
-        value = config.get(key, DEFAULTS[key])
-        if not isinstance(value, str) or not value:
-            errors.append(Error(f"EVENTS[{key!r}] is {value!r}; expected a non-empty string.", id="events.E004"))
-    url = config.get("REDIS_URL", DEFAULTS["REDIS_URL"])
-    if isinstance(url, str) and not url.startswith(("redis://", "rediss://", "unix://")):
+    # Type and range of every key, as its declaration in conf.py says; the
+    # checks after this one look only at the keys that passed it.
+    valid: dict[str, Any] = {}
+    for setting in declarations():
+        value = config.get(setting.name, setting.default)
+        problem = setting.problem(value)
+        if problem is None:
+            valid[setting.name] = setting.convert(value)
+        else:
+            errors.append(Error(setting.describe(value, problem), id=setting.check_id))
+    errors.extend(_check_values(valid))
+    errors.extend(_check_middleware_setting(valid.get("MIDDLEWARE")))
+    return errors
+
+
+def _check_values(valid: dict[str, Any]) -> list[CheckMessage]:
+    """What a single key's type cannot say: URL schemes, importable hooks, relations between keys."""
+    errors: list[CheckMessage] = []
+    url = valid.get("REDIS_URL")
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         errors.append(
             Error(f"EVENTS['REDIS_URL'] is {url!r}; expected a redis://, rediss:// or unix:// URL.", id="events.E005")
         )
-    path = config.get("AUTHORIZE", DEFAULTS["AUTHORIZE"])
-    if isinstance(path, str) and path:
+    path = valid.get("AUTHORIZE")
+    if path is not None:
         try:
             hook = import_string(path)
         except ImportError as exc:
@@ -78,27 +70,8 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         else:
             if not callable(hook):
                 errors.append(Error(f"EVENTS['AUTHORIZE'] {path!r} is not callable.", id="events.E006"))
-    errors.extend(_check_middleware_setting(config.get("MIDDLEWARE")))
-    metrics = config.get("METRICS", DEFAULTS["METRICS"])
-    if not isinstance(metrics, bool):
-        errors.append(Error(f"EVENTS['METRICS'] is {metrics!r}; expected True or False.", id="events.E010"))
-    thresholds = config.get("GC_THRESHOLD", DEFAULTS["GC_THRESHOLD"])
-    if thresholds is not None and not (
-        isinstance(thresholds, (list, tuple))
-        and 1 <= len(thresholds) <= 3
-        and all(isinstance(part, int) and not isinstance(part, bool) and part >= 0 for part in thresholds)
-    ):
-        errors.append(
-            Error(
-                f"EVENTS['GC_THRESHOLD'] is {thresholds!r}; expected None or up to three integers for gc.set_threshold().",
-                id="events.E009",
-            )
-        )
-    queue_size, max_topics = (
-        config.get("QUEUE_SIZE", DEFAULTS["QUEUE_SIZE"]),
-        config.get("MAX_TOPICS", DEFAULTS["MAX_TOPICS"]),
-    )
-    if isinstance(queue_size, int) and isinstance(max_topics, int) and queue_size < max_topics:
+    queue_size, max_topics = valid.get("QUEUE_SIZE"), valid.get("MAX_TOPICS")
+    if queue_size is not None and max_topics is not None and queue_size < max_topics:
         errors.append(
             Error(
                 f"EVENTS['QUEUE_SIZE'] ({queue_size}) is below EVENTS['MAX_TOPICS'] ({max_topics}).",
@@ -107,11 +80,11 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     for key in ("HEARTBEAT", "LONGPOLL_TIMEOUT"):
-        value = config.get(key, DEFAULTS[key])
-        if isinstance(value, (int, float)) and value >= NGINX_READ_TIMEOUT:
+        value = valid.get(key)
+        if value is not None and value >= NGINX_READ_TIMEOUT:
             errors.append(
                 Warning(
-                    f"EVENTS[{key!r}] is {value} s, not below nginx's default proxy_read_timeout of 60 s.",
+                    f"EVENTS[{key!r}] is {value:g} s, not below nginx's default proxy_read_timeout of 60 s.",
                     hint="Proxies will cut the connection; keep it well under their read timeout.",
                     id="events.W001",
                 )
@@ -119,13 +92,10 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_middleware_setting(value: object) -> list[CheckMessage]:
-    if value is None:
-        return []
-    if not isinstance(value, (list, tuple)) or not all(isinstance(path, str) for path in value):
-        return [Error(f"EVENTS['MIDDLEWARE'] is {value!r}; expected None or a list of dotted paths.", id="events.E008")]
+def _check_middleware_setting(paths: list[str] | None) -> list[CheckMessage]:
+    """Each entry of a (well-typed) ``EVENTS["MIDDLEWARE"]`` must import and be async-capable."""
     errors: list[CheckMessage] = []
-    for path in value:
+    for path in paths or []:
         try:
             factory = import_string(path)
         except ImportError as exc:
@@ -148,15 +118,3 @@ def _check_middleware_setting(value: object) -> list[CheckMessage]:
                 )
             )
     return errors
-
-
-def check_middleware(**kwargs: Any) -> list[CheckMessage]:
-    if "django.middleware.gzip.GZipMiddleware" in getattr(settings, "MIDDLEWARE", []):
-        return [
-            Warning(
-                "GZipMiddleware compresses text/event-stream responses, which can hold events back.",
-                hint="Remove it, or exclude the events URLs from compression.",
-                id="events.W002",
-            )
-        ]
-    return []

@@ -1,148 +1,251 @@
-"""Access to the app's settings: one Django setting, ``EVENTS``, a dict.
+"""The app's settings: one Django setting, ``EVENTS``, a dict; every key optional.
 
-Every key is optional. Each is read when used, not at import time, so
-``override_settings(EVENTS={...})`` works in tests. ``checks.py`` validates
-the values at start-up; this module only supplies the defaults.
+Each key is declared once, in :class:`Settings` below: its default, its type
+(the descriptor class), its environment variable and a one-line meaning. That
+one declaration is the source of
+
+- the typed access: ``conf.HEARTBEAT`` is a ``float``, read when used (not at
+  import time), so ``override_settings(EVENTS={...})`` works in tests;
+- the system checks (``checks.py`` asks each declaration what is wrong with a
+  value; a string where a number belongs is an error, never a silent cast);
+- the environment reading (:func:`from_environ`, used by ``project/settings.py``);
+- the README's settings table (``tests/test_settings.py`` keeps them equal).
+
+To add a setting, add one line to :class:`Settings` (and the README row the
+test prints for you).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-DEFAULTS: dict[str, Any] = {
-    # Redis holding the history stream and carrying pub/sub.
-    "REDIS_URL": "redis://127.0.0.1:6379/0",
-    # Start of every key and channel name, so sites (and tests) can share a Redis.
-    "PREFIX": "events",
-    # Seconds between heartbeat comments on open streams (nginx cuts at 60 s).
-    "HEARTBEAT": 15.0,
-    # Seconds a long-poll waits before answering with no events (below nginx's 60 s).
-    "LONGPOLL_TIMEOUT": 25.0,
-    # Events kept in the history stream for replay (approximate: MAXLEN ~).
-    "HISTORY": 10000,
-    # Topics one request may ask for.
-    "MAX_TOPICS": 16,
-    # Longest topic name, in characters.
-    "MAX_TOPIC_LENGTH": 128,
-    # Largest JSON payload of one event, in bytes.
-    "MAX_PAYLOAD": 65536,
-    # Open streams one worker process serves; more get a retry-able answer.
-    "MAX_STREAMS": 20000,
-    # Long-polls one worker process keeps waiting; more get a 503.
-    "MAX_POLLS": 20000,
-    # Seconds after which a stream ends cleanly (with jitter) so clients
-    # reconnect and spread over the workers; 0 disables.
-    "MAX_STREAM_AGE": 3600.0,
-    # Events queued for one slow client; on overflow they coalesce per topic.
-    "QUEUE_SIZE": 256,
-    # Seconds a stream may stay blocked on a client that does not read.
-    "WRITE_TIMEOUT": 30.0,
-    # Reconnect delay hinted to EventSource (`retry:`), in milliseconds; the
-    # value sent carries up to +50% jitter.
-    "RETRY_MS": 2000,
-    # Dotted path to `(request, topic) -> bool`, sync or async.
-    "AUTHORIZE": "events.authorization.default_authorize",
-    # Seconds a signed subscribe token stays valid.
-    "TOKEN_MAX_AGE": 3600.0,
-    # Thresholds of Python's cyclic garbage collector in a worker serving
-    # events (gc.set_threshold), or None to leave them alone. See asgi.py.
-    "GC_THRESHOLD": (50_000, 20, 100),
-    # Serve Prometheus metrics at events/metrics/. Off by default: they tell
-    # anyone who can reach the site about its traffic; restrict them (nginx).
-    "METRICS": False,
-    # Middleware for the stream and poll endpoints only, or None to use
-    # settings.MIDDLEWARE. Async-only middleware; see events/handlers.py.
-    "MIDDLEWARE": None,
-}
+T = TypeVar("T")
+SettingT = TypeVar("SettingT", bound="Setting[Any]")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _get(name: str) -> Any:
-    configured = getattr(settings, "EVENTS", None) or {}
-    return configured.get(name, DEFAULTS[name])
+def configured() -> Mapping[str, Any]:
+    """``settings.EVENTS`` as the site set it (the checks report a non-dict)."""
+    value = getattr(settings, "EVENTS", None) or {}
+    return value if isinstance(value, Mapping) else {}
+
+
+class Setting(Generic[T]):
+    """One key of ``EVENTS``: a typed descriptor on :class:`Settings`.
+
+    Subclasses say which values are valid (:meth:`problem`), how a valid value
+    becomes the typed one (:meth:`convert`) and how an environment variable
+    is parsed (:meth:`parse`).
+    """
+
+    #: System check id reported for a value of the wrong type or range.
+    check_id = "events.E003"
+    name = ""
+
+    def __init__(self, default: T, meaning: str, *, env: str | None = None) -> None:
+        self.default = default
+        self.meaning = meaning
+        self.env = env
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self: SettingT, obj: None, owner: type | None = None) -> SettingT: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return self.value(configured())
+
+    def value(self, config: Mapping[str, Any]) -> T:
+        """The typed value of this key in ``config`` (an ``EVENTS`` dict), or its default."""
+        raw = config.get(self.name, self.default)
+        problem = self.problem(raw, ranges=False)
+        if problem is not None:
+            # The system check says the same at start-up; this catches a value
+            # of the wrong type set later (override_settings) instead of
+            # converting it. Ranges are left to the check.
+            raise ImproperlyConfigured(self.describe(raw, problem))
+        return self.convert(raw)
+
+    def describe(self, raw: object, problem: str) -> str:
+        return f"EVENTS[{self.name!r}] is {raw!r}; expected {problem}."
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        """What a valid value looks like, if ``raw`` is not one (of the right type, in range); else None."""
+        raise NotImplementedError
+
+    def convert(self, raw: Any) -> T:
+        return raw  # type: ignore[no-any-return]
+
+    def parse(self, text: str) -> T:
+        """The value of the environment variable ``text`` (only for settings with ``env``)."""
+        raise NotImplementedError
+
+
+class Int(Setting[int]):
+    def __init__(self, default: int, meaning: str, *, minimum: int, env: str | None = None) -> None:
+        super().__init__(default, meaning, env=env)
+        self.minimum = minimum
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        if isinstance(raw, bool) or not isinstance(raw, int) or (ranges and raw < self.minimum):
+            return f"an integer >= {self.minimum}"
+        return None
+
+    def parse(self, text: str) -> int:
+        return int(text)
+
+
+class Float(Setting[float]):
+    def __init__(self, default: float, meaning: str, *, minimum: float, env: str | None = None) -> None:
+        super().__init__(default, meaning, env=env)
+        self.minimum = minimum
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (ranges and raw < self.minimum):
+            return f"a number >= {self.minimum}"
+        return None
+
+    def convert(self, raw: Any) -> float:
+        return float(raw)
+
+    def parse(self, text: str) -> float:
+        return float(text)
+
+
+class Text(Setting[str]):
+    check_id = "events.E004"
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        return None if isinstance(raw, str) and raw else "a non-empty string"
+
+    def parse(self, text: str) -> str:
+        return text
+
+
+class Flag(Setting[bool]):
+    check_id = "events.E010"
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        return None if isinstance(raw, bool) else "True or False"
+
+    def parse(self, text: str) -> bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError("expected one of 1, true, yes, on, 0, false, no, off")
+
+
+class Thresholds(Setting[tuple[int, ...] | None]):
+    check_id = "events.E009"
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        if raw is None or (
+            isinstance(raw, (list, tuple))
+            and 1 <= len(raw) <= 3
+            and all(isinstance(part, int) and not isinstance(part, bool) and part >= 0 for part in raw)
+        ):
+            return None
+        return "None or up to three integers for gc.set_threshold()"
+
+    def convert(self, raw: Any) -> tuple[int, ...] | None:
+        return None if raw is None else tuple(raw)
+
+
+class DottedPaths(Setting[list[str] | None]):
+    check_id = "events.E008"
+
+    def problem(self, raw: object, *, ranges: bool = True) -> str | None:
+        if raw is None or (isinstance(raw, (list, tuple)) and all(isinstance(path, str) for path in raw)):
+            return None
+        return "None or a list of dotted paths"
+
+    def convert(self, raw: Any) -> list[str] | None:
+        return None if raw is None else list(raw)
 
 
 class Settings:
-    """Typed, lazy view of ``settings.EVENTS`` with the defaults filled in."""
+    """Every key of ``EVENTS``, declared once; ``conf.KEY`` is its typed value."""
 
-    @property
-    def REDIS_URL(self) -> str:
-        return str(_get("REDIS_URL"))
+    REDIS_URL = Text("redis://127.0.0.1:6379/0", "Redis to use", env="REDIS_URL")
+    PREFIX = Text("events", "key and channel prefix", env="EVENTS_PREFIX")
+    HEARTBEAT = Float(15.0, "seconds between heartbeat comments", minimum=0.01, env="EVENTS_HEARTBEAT")
+    LONGPOLL_TIMEOUT = Float(25.0, "seconds a long-poll waits", minimum=0.01, env="EVENTS_LONGPOLL_TIMEOUT")
+    HISTORY = Int(10000, "events kept for replay (`MAXLEN ~`, at least this many)", minimum=1, env="EVENTS_HISTORY")
+    MAX_TOPICS = Int(16, "topics per request", minimum=1, env="EVENTS_MAX_TOPICS")
+    MAX_STREAMS = Int(20000, "open streams per worker process", minimum=1, env="EVENTS_MAX_STREAMS")
+    MAX_POLLS = Int(20000, "waiting long-polls per worker process", minimum=1, env="EVENTS_MAX_POLLS")
+    MAX_STREAM_AGE = Float(
+        3600.0,
+        "seconds before a stream ends cleanly (85 to 100 %, jittered); `0` = never",
+        minimum=0,
+        env="EVENTS_MAX_STREAM_AGE",
+    )
+    QUEUE_SIZE = Int(256, "events queued for one slow client before they coalesce", minimum=1, env="EVENTS_QUEUE_SIZE")
+    WRITE_TIMEOUT = Float(
+        30.0,
+        "seconds a stream may stay blocked on a client that does not read",
+        minimum=0.01,
+        env="EVENTS_WRITE_TIMEOUT",
+    )
+    RETRY_MS = Int(2000, "`retry:` hint in ms; up to +50 % jitter is added", minimum=0, env="EVENTS_RETRY_MS")
+    AUTHORIZE = Text(
+        "events.authorization.default_authorize",
+        "dotted path to `(request, topic) -> bool`, sync or async",
+        env="EVENTS_AUTHORIZE",
+    )
+    TOKEN_MAX_AGE = Float(3600.0, "seconds a subscribe token stays valid", minimum=1, env="EVENTS_TOKEN_MAX_AGE")
+    MAX_TOPIC_LENGTH = Int(128, "longest topic name, in characters", minimum=1)
+    MAX_PAYLOAD = Int(65536, "largest JSON payload of one event, in bytes", minimum=2)
+    GC_THRESHOLD = Thresholds(
+        (50_000, 20, 100),
+        "`gc.set_threshold()` of a worker serving events; `None` = leave Python's (see Performance)",
+    )
+    METRICS = Flag(
+        False, "serve Prometheus metrics at `events/metrics/`; off, that URL is a `404`", env="EVENTS_METRICS"
+    )
+    MIDDLEWARE = DottedPaths(
+        None,
+        "middleware for the stream and poll endpoints only; `None` = `settings.MIDDLEWARE` (see Threads)",
+    )
 
-    @property
-    def PREFIX(self) -> str:
-        return str(_get("PREFIX"))
 
-    @property
-    def HEARTBEAT(self) -> float:
-        return float(_get("HEARTBEAT"))
+def declarations() -> list[Setting[Any]]:
+    """Every declared setting, in declaration order."""
+    return [value for value in vars(Settings).values() if isinstance(value, Setting)]
 
-    @property
-    def LONGPOLL_TIMEOUT(self) -> float:
-        return float(_get("LONGPOLL_TIMEOUT"))
 
-    @property
-    def HISTORY(self) -> int:
-        return int(_get("HISTORY"))
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """An ``EVENTS`` dict of the settings whose environment variable is set (and not empty).
 
-    @property
-    def MAX_TOPICS(self) -> int:
-        return int(_get("MAX_TOPICS"))
-
-    @property
-    def MAX_TOPIC_LENGTH(self) -> int:
-        return int(_get("MAX_TOPIC_LENGTH"))
-
-    @property
-    def MAX_PAYLOAD(self) -> int:
-        return int(_get("MAX_PAYLOAD"))
-
-    @property
-    def MAX_STREAMS(self) -> int:
-        return int(_get("MAX_STREAMS"))
-
-    @property
-    def MAX_POLLS(self) -> int:
-        return int(_get("MAX_POLLS"))
-
-    @property
-    def MAX_STREAM_AGE(self) -> float:
-        return float(_get("MAX_STREAM_AGE") or 0)
-
-    @property
-    def QUEUE_SIZE(self) -> int:
-        return int(_get("QUEUE_SIZE"))
-
-    @property
-    def WRITE_TIMEOUT(self) -> float:
-        return float(_get("WRITE_TIMEOUT"))
-
-    @property
-    def RETRY_MS(self) -> int:
-        return int(_get("RETRY_MS"))
-
-    @property
-    def AUTHORIZE(self) -> str:
-        return str(_get("AUTHORIZE"))
-
-    @property
-    def TOKEN_MAX_AGE(self) -> float:
-        return float(_get("TOKEN_MAX_AGE"))
-
-    @property
-    def GC_THRESHOLD(self) -> tuple[int, ...] | None:
-        value = _get("GC_THRESHOLD")
-        return None if value is None else tuple(int(part) for part in value)
-
-    @property
-    def METRICS(self) -> bool:
-        return bool(_get("METRICS"))
-
-    @property
-    def MIDDLEWARE(self) -> list[str] | None:
-        value = _get("MIDDLEWARE")
-        return None if value is None else list(value)
+    For a 12-factor ``settings.py``: ``EVENTS = events.conf.from_environ()``.
+    Unset keys are left out, so their defaults apply. A value that does not
+    parse raises ``ImproperlyConfigured`` naming the variable.
+    """
+    environ = os.environ if environ is None else environ
+    result: dict[str, Any] = {}
+    for setting in declarations():
+        text = environ.get(setting.env) if setting.env else None
+        if not text:
+            continue
+        try:
+            result[setting.name] = setting.parse(text)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{setting.env}={text!r}: expected {setting.problem(text) or 'a valid value'}."
+            ) from None
+    return result
 
 
 conf = Settings()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import redis
 from django.http import StreamingHttpResponse
@@ -48,17 +48,48 @@ class EventStreamResponse(StreamingHttpResponse):
     bytes). Every frame would pass through both; ours are bytes already, so
     the handler iterates our generator directly. Django still closes it with
     ``aclosing()``, which runs its ``finally`` on disconnect.
+
+    A middleware that replaces ``streaming_content`` (to wrap, count or
+    rewrite the body) is honoured: the body is then read through its
+    replacement, and our generator is still closed when the response is.
+
+    Compression is refused: ``Content-Encoding: identity`` makes Django's
+    ``GZipMiddleware`` (and nginx's ``gzip``) leave the response alone, the
+    way they leave an already encoded body. A compressor buffers, which would
+    hold events back, and SSE frames are tiny anyway.
     """
 
     def __init__(self, stream: AsyncGenerator[bytes, None]) -> None:
-        super().__init__(stream, content_type="text/event-stream")
         self._stream = stream
+        self._replaced = False
+        super().__init__(stream, content_type="text/event-stream")
         self["Cache-Control"] = "no-cache"
         # Tell nginx not to buffer this response (the deploy config also says so).
         self["X-Accel-Buffering"] = "no"
+        self["Content-Encoding"] = "identity"
+
+    @property
+    def streaming_content(self) -> AsyncIterator[bytes]:
+        return super().streaming_content  # type: ignore[return-value]
+
+    @streaming_content.setter
+    def streaming_content(self, value: AsyncIterator[bytes]) -> None:
+        # Django's __init__ sets our own generator; anything else is a middleware's.
+        self._replaced = value is not self._stream
+        # Django's own setter (the property object, as the class defines it).
+        vars(StreamingHttpResponse)["streaming_content"].__set__(self, value)
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
-        return self._stream
+        return self._through_middleware() if self._replaced else self._stream
+
+    async def _through_middleware(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for part in super().__aiter__():
+                yield part
+        finally:
+            # The middleware's generators are left to the garbage collector;
+            # ours holds the hub slot and the subscriptions, so close it now.
+            await self._stream.aclose()
 
 
 def retry_hint() -> bytes:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from events.conf import from_environ as events_from_environ
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -21,16 +23,6 @@ def env_bool(name: str, default: bool) -> bool:
     if value.lower() in {"0", "false", "no", "off", ""}:
         return False
     raise ImproperlyConfigured(f"{name}={value!r}: expected a boolean such as 1 or 0.")
-
-
-def env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a number.") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -112,29 +104,17 @@ LOGIN_REDIRECT_URL = "demo:board"
 # Behind nginx: trust its X-Forwarded-Proto (nginx overwrites it).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# The events app: see events/conf.py for every key and its default.
+# The events app: every key, its default and its environment variable are
+# declared once in events/conf.py; from_environ() reads the ones that are set.
 EVENTS = {
-    "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "PREFIX": os.environ.get("EVENTS_PREFIX", "events"),
-    "HEARTBEAT": env_number("EVENTS_HEARTBEAT", 15),
-    "LONGPOLL_TIMEOUT": env_number("EVENTS_LONGPOLL_TIMEOUT", 25),
-    "HISTORY": int(env_number("EVENTS_HISTORY", 10000)),
-    "MAX_TOPICS": int(env_number("EVENTS_MAX_TOPICS", 16)),
-    "MAX_STREAMS": int(env_number("EVENTS_MAX_STREAMS", 20000)),
-    "MAX_STREAM_AGE": env_number("EVENTS_MAX_STREAM_AGE", 3600),
-    "MAX_POLLS": int(env_number("EVENTS_MAX_POLLS", 20000)),
-    "QUEUE_SIZE": int(env_number("EVENTS_QUEUE_SIZE", 256)),
-    "WRITE_TIMEOUT": env_number("EVENTS_WRITE_TIMEOUT", 30),
-    "RETRY_MS": int(env_number("EVENTS_RETRY_MS", 2000)),
-    "TOKEN_MAX_AGE": env_number("EVENTS_TOKEN_MAX_AGE", 3600),
-    "AUTHORIZE": os.environ.get("EVENTS_AUTHORIZE", "events.authorization.default_authorize"),
-    # Serve events/metrics/ (off by default in the app); deploy/'s nginx lets
-    # only localhost reach it.
-    "METRICS": env_bool("EVENTS_METRICS", True),
     # The stream and poll endpoints only need the session and the user (for
     # authorization): this one async middleware replaces the whole stack for
     # them, saving a dozen thread trips per stream opened.
     "MIDDLEWARE": ["events.middleware.SessionUserMiddleware"],
+    # Serve events/metrics/ (off by default in the app); deploy/'s nginx lets
+    # only localhost reach it.
+    "METRICS": True,
+    **events_from_environ(),
 }
 
 LOGGING = {

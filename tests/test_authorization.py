@@ -1,5 +1,7 @@
 """Authorization: the hook and signed tokens decide, before anything is streamed or replayed."""
 
+import warnings
+
 import httpx
 import pytest
 from django.contrib.auth.models import AnonymousUser
@@ -105,3 +107,22 @@ def test_stream_refusal_happens_before_streaming(guarded_server):
     # The 403 is a plain JSON response, not a stream.
     response = httpx.get(f"{guarded_server.url}/events/stream/?topic=secret", timeout=5)
     assert response.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "tests.hooks.deny_secret",
+        "tests.hooks.async_callable_object",
+        "tests.hooks.partial_of_async",
+        "tests.hooks.marked_coroutine_function",
+        "tests.hooks.returns_awaitable",
+    ],
+)
+async def test_every_shape_of_hook_is_awaited_when_async(hook: str, topic: str) -> None:
+    """Sync or async, whatever its shape: allowed topics pass, denied ones are refused."""
+    request = RequestFactory().get("/events/stream/")
+    with override_settings(EVENTS={"AUTHORIZE": hook}), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... was never awaited"
+        assert await denied_topics(request, [topic, f"other-{topic}"]) == []
+        assert await denied_topics(request, [topic, f"secret-{topic}"]) == [f"secret-{topic}"]

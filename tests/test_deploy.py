@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from events.conf import DEFAULTS
+from events.conf import Settings, declarations
 from tests.browser.nginx import PREFIX, SITE_CONF, find_nginx
 from tests.browser.site import UNIT, unit_exec_start, unit_uvicorn_args
 from tests.servers import ROOT
@@ -43,18 +43,18 @@ def test_app_timings_are_under_nginx_read_timeout() -> None:
     read_timeouts = {seconds(value) for value in nginx_values("proxy_read_timeout")}
     assert read_timeouts == {60.0}
     env = env_example()
-    for heartbeat in (DEFAULTS["HEARTBEAT"], float(env["EVENTS_HEARTBEAT"])):
+    for heartbeat in (Settings.HEARTBEAT.default, float(env["EVENTS_HEARTBEAT"])):
         assert heartbeat * 2 <= 60, "a heartbeat must come well within nginx's read timeout"
-    for longpoll in (DEFAULTS["LONGPOLL_TIMEOUT"], float(env["EVENTS_LONGPOLL_TIMEOUT"])):
+    for longpoll in (Settings.LONGPOLL_TIMEOUT.default, float(env["EVENTS_LONGPOLL_TIMEOUT"])):
         assert longpoll + 10 <= 60, "the app must answer a long-poll before nginx gives up"
     # The JS client aborts a long-poll after the app would answer, before nginx would.
     poll_timeout = int(re.search(r"pollTimeout: (\d+),", CLIENT_JS.read_text()).group(1)) / 1000  # type: ignore[union-attr]
-    assert DEFAULTS["LONGPOLL_TIMEOUT"] < poll_timeout < 60
+    assert Settings.LONGPOLL_TIMEOUT.default < poll_timeout < 60
 
 
 def test_the_deployed_site_serves_metrics_to_localhost_only() -> None:
     # The app serves metrics only when told to (a 404 by default)...
-    assert DEFAULTS["METRICS"] is False
+    assert Settings.METRICS.default is False
     assert env_example()["EVENTS_METRICS"] == "1"
     # ...and nginx keeps them private.
     block = SITE_CONF.read_text().split(f"location {PREFIX}/events/metrics/ {{", 1)[1].split("}", 1)[0]
@@ -88,8 +88,11 @@ def test_connections_and_shutdown_timeouts_fit_together() -> None:
 
 def test_env_example_names_only_settings_that_exist() -> None:
     settings_py = (ROOT / "project" / "settings.py").read_text()
+    events_variables = {setting.env for setting in declarations() if setting.env}
     for name in env_example():
-        assert f'"{name}"' in settings_py, f"deploy/env.example sets {name}, which project/settings.py never reads"
+        assert f'"{name}"' in settings_py or name in events_variables, (
+            f"deploy/env.example sets {name}, which neither project/settings.py nor events/conf.py reads"
+        )
 
 
 def test_systemd_paths_match_the_env_example() -> None:

@@ -1,0 +1,136 @@
+"""The one declaration per setting (events/conf.py) drives access, checks, environment and README."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from events.checks import check_settings
+from events.conf import Setting, Settings, conf, declarations, from_environ
+from tests.servers import ROOT
+
+README = ROOT / "README.md"
+TABLE_HEADER = "| key | env var | default | meaning |"
+
+
+def _markdown_default(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def expected_table() -> str:
+    rows = [TABLE_HEADER, "|---|---|---|---|"]
+    for setting in declarations():
+        env = f"`{setting.env}`" if setting.env else "\N{EN DASH}"
+        rows.append(f"| `{setting.name}` | {env} | {_markdown_default(setting.default)} | {setting.meaning} |")
+    return "\n".join(rows)
+
+
+def readme_table() -> str:
+    text = README.read_text()
+    start = text.index(TABLE_HEADER)
+    end = text.index("\n\n", start)
+    return text[start:end]
+
+
+def test_readme_settings_table_is_the_declarations() -> None:
+    assert readme_table() == expected_table(), (
+        "README's settings table differs from events/conf.py; paste this one:\n" + expected_table()
+    )
+
+
+def test_readme_lists_every_check_id() -> None:
+    source = "".join(path.read_text() for path in (ROOT / "events").glob("*.py"))
+    ids = set(re.findall(r"events\.([EW]\d{3})", source))
+    assert {"E001", "E008", "E009", "W001", "W003"} <= ids
+    text = README.read_text()
+    missing = sorted(check_id for check_id in ids if f"`events.{check_id}`" not in text)
+    assert missing == [], f"check ids missing from README's list of checks: {missing}"
+
+
+def test_every_setting_is_declared_with_a_meaning() -> None:
+    names = [setting.name for setting in declarations()]
+    assert len(names) == len(set(names))
+    assert all(setting.meaning and "|" not in setting.meaning for setting in declarations())
+    # The defaults pass their own checks.
+    assert all(setting.problem(setting.default) is None for setting in declarations())
+
+
+def test_typed_access_converts_only_what_is_valid() -> None:
+    with override_settings(EVENTS={"HEARTBEAT": 3, "GC_THRESHOLD": [1, 2]}):
+        assert conf.HEARTBEAT == 3.0
+        assert isinstance(conf.HEARTBEAT, float)
+        assert conf.GC_THRESHOLD == (1, 2)
+        assert Settings.MAX_TOPICS.default == conf.MAX_TOPICS
+    with override_settings(EVENTS={"HEARTBEAT": "3"}), pytest.raises(ImproperlyConfigured, match="'HEARTBEAT'"):
+        _ = conf.HEARTBEAT
+
+
+@pytest.mark.parametrize(
+    ("events", "expected_id"),
+    [
+        ({"HEARTBEAT": "15"}, "events.E003"),
+        ({"MAX_STREAMS": "100"}, "events.E003"),
+        ({"HISTORY": True}, "events.E003"),
+        ({"PREFIX": 7}, "events.E004"),
+    ],
+)
+def test_a_string_or_bool_where_a_number_belongs_is_an_error(events: dict[str, Any], expected_id: str) -> None:
+    with override_settings(EVENTS=events):
+        assert [message.id for message in check_settings()] == [expected_id]
+
+
+def test_from_environ_reads_each_declared_variable() -> None:
+    environ = {
+        "REDIS_URL": "redis://example:6379/1",
+        "EVENTS_PREFIX": "site",
+        "EVENTS_HEARTBEAT": "2.5",
+        "EVENTS_MAX_STREAMS": "100",
+        "EVENTS_RETRY_MS": "",  # empty: the default applies
+        "UNRELATED": "x",
+    }
+    assert from_environ(environ) == {
+        "REDIS_URL": "redis://example:6379/1",
+        "PREFIX": "site",
+        "HEARTBEAT": 2.5,
+        "MAX_STREAMS": 100,
+    }
+    with override_settings(EVENTS=from_environ(environ)):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(("variable", "value"), [("EVENTS_MAX_STREAMS", "many"), ("EVENTS_HISTORY", "10.5")])
+def test_from_environ_names_a_variable_that_does_not_parse(variable: str, value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=f"{variable}='{value}': expected an integer >= 1"):
+        from_environ({variable: value})
+
+
+def test_environment_variable_names_are_kept() -> None:
+    """Deployments set these; renaming one silently drops a setting."""
+    assert {setting.name: setting.env for setting in declarations() if setting.env} == {
+        "REDIS_URL": "REDIS_URL",
+        "PREFIX": "EVENTS_PREFIX",
+        "HEARTBEAT": "EVENTS_HEARTBEAT",
+        "LONGPOLL_TIMEOUT": "EVENTS_LONGPOLL_TIMEOUT",
+        "HISTORY": "EVENTS_HISTORY",
+        "MAX_TOPICS": "EVENTS_MAX_TOPICS",
+        "MAX_STREAMS": "EVENTS_MAX_STREAMS",
+        "MAX_POLLS": "EVENTS_MAX_POLLS",
+        "MAX_STREAM_AGE": "EVENTS_MAX_STREAM_AGE",
+        "QUEUE_SIZE": "EVENTS_QUEUE_SIZE",
+        "WRITE_TIMEOUT": "EVENTS_WRITE_TIMEOUT",
+        "RETRY_MS": "EVENTS_RETRY_MS",
+        "AUTHORIZE": "EVENTS_AUTHORIZE",
+        "TOKEN_MAX_AGE": "EVENTS_TOKEN_MAX_AGE",
+        "METRICS": "EVENTS_METRICS",
+    }
+
+
+def test_a_declaration_is_a_typed_descriptor() -> None:
+    assert isinstance(Settings.HEARTBEAT, Setting)
+    assert Settings.HEARTBEAT.name == "HEARTBEAT"
