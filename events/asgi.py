@@ -25,10 +25,10 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
+from .asgi_types import ASGIApp, Receive, Scope, Send
 from .conf import conf
 from .connection import aclose_clients
 from .handlers import EventsASGIHandler
@@ -36,10 +36,6 @@ from .hub import get_hub, pop_hub
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -47,7 +43,7 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class LifespanApp:
     """Wraps an ASGI app and handles the ``lifespan`` scope for the events hub."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

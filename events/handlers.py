@@ -13,7 +13,7 @@ are sync, and each of their hooks costs a thread trip per request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
@@ -23,11 +23,10 @@ from django.http import HttpRequest
 from django.urls import Resolver404, get_resolver
 from django.utils.module_loading import import_string
 
+from .asgi_types import Scope
 from .conf import conf
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
 
 # Set in the scope of every HTTP request EventsASGIHandler serves, so a view
 # can tell it was not served by Django's stock handler.

@@ -100,10 +100,10 @@ class Hub:
         if self.closing:
             raise HubUnavailable("the server is shutting down")
         if client.is_stream and len(self.streams) >= conf.MAX_STREAMS:
-            metrics.STREAMS_REJECTED.labels("limit").inc()
+            _count_rejected(client, "limit")
             raise HubUnavailable(f"this worker already serves {len(self.streams)} streams (EVENTS['MAX_STREAMS'])")
         if not client.is_stream and len(self.polls) >= conf.MAX_POLLS:
-            metrics.STREAMS_REJECTED.labels("limit").inc()
+            _count_rejected(client, "limit")
             raise HubUnavailable(f"this worker already has {len(self.polls)} long-polls waiting (EVENTS['MAX_POLLS'])")
         self.start()
         assert self.pubsub is not None
@@ -111,7 +111,7 @@ class Hub:
             try:
                 await self.pubsub.wait_connected(CONNECT_WAIT)
             except TimeoutError:
-                metrics.STREAMS_REJECTED.labels("redis").inc()
+                _count_rejected(client, "redis")
                 raise HubUnavailable("Redis is unreachable") from None
 
         (self.streams if client.is_stream else self.polls).add(client)
@@ -124,7 +124,7 @@ class Hub:
                 await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_WAIT)
         except (TimeoutError, HubUnavailable, redis.RedisError, OSError) as exc:
             self.detach(client)
-            metrics.STREAMS_REJECTED.labels("redis").inc()
+            _count_rejected(client, "redis")
             raise HubUnavailable(f"Redis did not confirm the subscription ({type(exc).__name__})") from None
         except BaseException:
             self.detach(client)
@@ -195,6 +195,10 @@ class Hub:
                     client.close("max-age")
                 else:
                     client.heartbeat()
+
+
+def _count_rejected(client: Subscriber, reason: str) -> None:
+    (metrics.STREAMS_REJECTED if client.is_stream else metrics.POLLS_REJECTED).labels(reason).inc()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

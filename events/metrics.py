@@ -20,6 +20,5 @@ EVENTS_DELIVERED = Counter("events_delivered", "Events handed to streams and pol
 CLIENTS_COALESCED = Counter("events_clients_coalesced", "Times a slow client's queue overflowed and coalesced.")
 CLIENTS_RESET = Counter("events_clients_reset", "Reset events sent (history expired or unknown id).")
 REDIS_RECONNECTS = Counter("events_redis_reconnects", "Times the hub reconnected to Redis after losing it.")
-STREAMS_REJECTED = Counter(
-    "events_streams_rejected", "Streams and polls turned away (limits, Redis down, shutdown).", ["reason"]
-)
+STREAMS_REJECTED = Counter("events_streams_rejected", "Streams turned away (limit, Redis down).", ["reason"])
+POLLS_REJECTED = Counter("events_polls_rejected", "Long-polls turned away (limit, Redis down).", ["reason"])

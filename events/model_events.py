@@ -27,8 +27,12 @@ from .topics import validate_topic
 TopicSpec = str | Callable[[Any], str]
 
 
-def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = DEFAULT_EVENT) -> None:
-    """Publish on ``topic`` (a name, or a function of the instance) after each committed change."""
+def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = DEFAULT_EVENT) -> Callable[[], None]:
+    """Publish on ``topic`` (a name, or a function of the instance) after each committed change.
+
+    Returns a function that disconnects the receivers again (for tests, or
+    code that publishes only for a while).
+    """
     if isinstance(topic, str):
         validate_topic(topic)
     label = model._meta.label_lower
@@ -46,3 +50,9 @@ def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str =
     uid = f"events.publish_changes:{label}:{topic if isinstance(topic, str) else id(topic)}"
     post_save.connect(receiver("saved"), sender=model, weak=False, dispatch_uid=uid + ":save")
     post_delete.connect(receiver("deleted"), sender=model, weak=False, dispatch_uid=uid + ":delete")
+
+    def disconnect() -> None:
+        post_save.disconnect(sender=model, dispatch_uid=uid + ":save")
+        post_delete.disconnect(sender=model, dispatch_uid=uid + ":delete")
+
+    return disconnect

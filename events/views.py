@@ -32,10 +32,20 @@ logger = logging.getLogger(__name__)
 
 View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
 
+# Seconds a client should wait before retrying a long-poll answered with 503.
+RETRY_AFTER = 2
+
 
 def error(status: int, code: str, message: str) -> JsonResponse:
     response = JsonResponse({"error": message, "code": code}, status=status)
     response["Cache-Control"] = "no-store"
+    return response
+
+
+def unavailable(message: str) -> JsonResponse:
+    """A 503 that tells the client to retry after ``RETRY_AFTER`` seconds."""
+    response = error(503, "unavailable", message)
+    response["Retry-After"] = str(RETRY_AFTER)
     return response
 
 
@@ -106,14 +116,10 @@ async def poll(request: HttpRequest) -> HttpResponseBase:
     try:
         answer = await long_poll(topics, since)
     except HubUnavailable as exc:
-        response = error(503, "unavailable", f"Cannot wait for events now: {exc}. Retry later.")
-        response["Retry-After"] = "2"
-        return response
+        return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
     except redis.RedisError as exc:
         logger.warning("events: long-poll failed: %s: %s", type(exc).__name__, exc)
-        response = error(503, "unavailable", "Redis is unreachable. Retry later.")
-        response["Retry-After"] = "2"
-        return response
+        return unavailable("Redis is unreachable. Retry later.")
     response = JsonResponse(answer)
     response["Cache-Control"] = "no-store"
     return response

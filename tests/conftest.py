@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
+from django.test import override_settings
 
 from events.asgi import shutdown as shutdown_events
 from events.connection import close_sync_clients
@@ -47,11 +48,17 @@ def events_prefix() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _events_settings(redis_url: str, events_prefix: str) -> Iterator[None]:
-    """Point the in-process app (publish, hub) at the test Redis and prefix."""
+    """Point the in-process app (publish, hub) at the test Redis and prefix, for the whole session.
+
+    A new ``EVENTS`` dict through ``override_settings`` (never the project's
+    dict changed in place), restored at the end.
+    """
     from django.conf import settings
 
-    settings.EVENTS.update({"REDIS_URL": redis_url, "PREFIX": events_prefix, **{"HEARTBEAT": 0.2}})
-    yield
+    with override_settings(
+        EVENTS={**settings.EVENTS, "REDIS_URL": redis_url, "PREFIX": events_prefix, "HEARTBEAT": 0.2}
+    ):
+        yield
     close_sync_clients()
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"{events_prefix}*"):

@@ -9,6 +9,7 @@ from events import publish
 
 from .servers import wait_for
 from .sse import open_stream
+from .waits import opened
 
 
 def metric(srv, name):
@@ -26,9 +27,10 @@ async def test_health_and_metrics_follow_streams_and_events(start_server, topic)
     delivered_before = metric(srv, "events_delivered_total")
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as one:
         async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as two:
-            await one.next_frame()
-            await two.next_frame()
-            await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 2, 10, "2 streams")
+            # Attached and subscribed (the gauge alone moves before Redis confirms).
+            await opened(one)
+            await opened(two)
+            assert metric(srv, "events_streams_open") == 2
             assert metric(srv, "events_topics_subscribed") >= 1
             assert httpx.get(f"{srv.url}/events/health/", timeout=5).json()["hub"] == "connected"
             publish(topic)
@@ -71,3 +73,16 @@ async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(start_serv
             assert frames[0].get("retry").isdigit()
             assert any("EVENTS['MAX_STREAMS']" in c for f in frames for c in f.comments)
             assert metric(srv, 'events_streams_rejected_total{reason="limit"}') == 1
+
+
+async def test_over_the_poll_limit_a_poll_gets_a_503_counted_as_a_rejected_poll(start_server, topic):
+    srv = start_server({"EVENTS_MAX_POLLS": "1", "EVENTS_LONGPOLL_TIMEOUT": "5"})
+    async with httpx.AsyncClient(timeout=10) as client:
+        waiting = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}"))
+        await asyncio.to_thread(wait_for, lambda: metric(srv, "events_polls_waiting") == 1, 10, "1 poll waiting")
+        refused = await client.get(f"{srv.url}/events/poll/?topic={topic}")
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "2")
+        assert metric(srv, 'events_polls_rejected_total{reason="limit"}') == 1
+        assert 'events_streams_rejected_total{reason="limit"}' not in httpx.get(f"{srv.url}/events/metrics/").text
+        publish(topic)
+        assert (await waiting).status_code == 200

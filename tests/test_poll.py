@@ -6,7 +6,7 @@ import httpx
 
 from events import publish
 
-from .test_stream import subscribed
+from .waits import subscribed
 
 
 def poll_url(server, *topics, **params):

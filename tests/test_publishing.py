@@ -118,15 +118,20 @@ def test_publish_changes_publishes_model_saves_and_deletes_after_commit(redis_cl
 
     from events.model_events import publish_changes
 
-    publish_changes(Group, topic=lambda group: f"{topic}-{group.name}")
-    with transaction.atomic():
-        group = Group.objects.create(name="a")
-        assert history_entries(redis_client, f"{topic}-a") == []
-    pk = group.pk
-    group.delete()
-    with pytest.raises(RuntimeError), transaction.atomic():
-        Group.objects.create(name="a")
-        raise RuntimeError("rolled back")
+    disconnect = publish_changes(Group, topic=lambda group: f"{topic}-{group.name}")
+    try:
+        with transaction.atomic():
+            group = Group.objects.create(name="a")
+            assert history_entries(redis_client, f"{topic}-a") == []
+        pk = group.pk
+        group.delete()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Group.objects.create(name="a")
+            raise RuntimeError("rolled back")
+    finally:
+        disconnect()
+    # Disconnected: later changes (in this or other tests) publish nothing.
+    Group.objects.create(name="a")
     data = [json.loads(fields["d"]) for _, fields in history_entries(redis_client, f"{topic}-a")]
     assert data == [
         {"model": "auth.group", "pk": pk, "action": "saved"},

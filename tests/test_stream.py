@@ -10,17 +10,12 @@ from events.ids import parse_id
 
 from .servers import wait_for
 from .sse import open_stream
+from .waits import opened, subscribed
 
 
 def stream_url(server, *topics, **params):
     query = "&".join([f"topic={t}" for t in topics] + [f"{k}={v}" for k, v in params.items()])
     return f"{server.url}/events/stream/?{query}"
-
-
-async def opened(stream):
-    """Wait for the first bytes (sent before any Redis work) and for the subscription."""
-    first = await stream.next_frame()
-    assert first is not None and first.get("retry") is not None, first
 
 
 async def test_stream_headers_and_first_bytes_come_at_once(server, topic):
@@ -32,24 +27,6 @@ async def test_stream_headers_and_first_bytes_come_at_once(server, topic):
         assert response.headers["x-accel-buffering"] == "no"
         first = await stream.next_frame(timeout=2)
         assert first.get("retry").isdigit()
-
-
-async def subscribed(server, topic, count=1):
-    """Wait until the server's hub has ``count`` subscribers of ``topic`` in Redis."""
-    import redis.asyncio
-
-    from events.connection import channel_name
-
-    client = redis.asyncio.Redis.from_url(server.env["REDIS_URL"])
-    try:
-        for _ in range(500):
-            [(_, n)] = await client.pubsub_numsub(channel_name(topic, server.env["EVENTS_PREFIX"]))
-            if n >= count:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"no subscription to {topic} within 5 s")
-    finally:
-        await client.aclose()
 
 
 async def test_published_event_arrives_with_id_event_and_data(server, topic):
