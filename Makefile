@@ -13,4 +13,4 @@ bench:
 	./scripts/bench $(ARGS)
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy events
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy events project tests

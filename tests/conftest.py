@@ -107,7 +107,11 @@ def start_server(redis_url: str, events_prefix: str) -> Iterator[Callable[..., U
         full_env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, **SERVER_ENV, **(env or {})}
         manager = start_uvicorn(full_env, args=args)
         srv = manager.__enter__()
-        started.append(lambda: manager.__exit__(None, None, None))
+
+        def stop() -> None:
+            manager.__exit__(None, None, None)
+
+        started.append(stop)
         return srv
 
     yield start

@@ -43,7 +43,9 @@ marked_coroutine_function = markcoroutinefunction(_coroutine_returning)
 returns_awaitable = _coroutine_returning
 
 
-def sync_only_middleware(get_response):
+def sync_only_middleware(
+    get_response: Callable[[HttpRequest], HttpResponseBase],
+) -> Callable[[HttpRequest], HttpResponseBase]:
     """A plain sync middleware (not async-capable), for the checks test."""
     return get_response
 

@@ -1,6 +1,7 @@
 """Authorization: the hook and signed tokens decide, before anything is streamed or replayed."""
 
 import warnings
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -11,12 +12,12 @@ from events import make_token, publish
 from events.authorization import default_authorize, denied_topics
 
 from .conftest import SERVER_ENV
-from .servers import start_uvicorn
+from .servers import UvicornServer, start_uvicorn
 from .sse import open_stream
 
 
 @pytest.fixture(scope="module")
-def guarded_server(redis_url, events_prefix):
+def guarded_server(redis_url: str, events_prefix: str) -> Iterator[UvicornServer]:
     """A server whose hook denies topics starting with 'secret' (a sync hook)."""
     env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, "EVENTS_AUTHORIZE": "tests.hooks.deny_secret"}
     with start_uvicorn({**SERVER_ENV, **env}) as srv:
@@ -24,7 +25,9 @@ def guarded_server(redis_url, events_prefix):
 
 
 @pytest.mark.parametrize("endpoint", ["/events/stream/", "/events/poll/"])
-def test_a_denied_topic_among_allowed_ones_is_a_403_that_names_nothing(guarded_server, endpoint, topic):
+def test_a_denied_topic_among_allowed_ones_is_a_403_that_names_nothing(
+    guarded_server: UvicornServer, endpoint: str, topic: str
+) -> None:
     secret = f"secret-{topic}"
     response = httpx.get(f"{guarded_server.url}{endpoint}?topic={topic}&topic={secret}", timeout=5)
     assert response.status_code == 403
@@ -32,7 +35,7 @@ def test_a_denied_topic_among_allowed_ones_is_a_403_that_names_nothing(guarded_s
     assert secret not in response.text
 
 
-async def test_replay_of_a_denied_topic_is_refused_before_any_event(guarded_server, topic):
+async def test_replay_of_a_denied_topic_is_refused_before_any_event(guarded_server: UvicornServer, topic: str) -> None:
     secret = f"secret-{topic}"
     first = publish(topic)
     publish(secret, data="hidden")
@@ -43,14 +46,14 @@ async def test_replay_of_a_denied_topic_is_refused_before_any_event(guarded_serv
     assert "hidden" not in response.text
 
 
-async def test_allowed_topics_stream_normally_under_a_hook(guarded_server, topic):
+async def test_allowed_topics_stream_normally_under_a_hook(guarded_server: UvicornServer, topic: str) -> None:
     first = publish(topic)
     second = publish(topic)
     async with open_stream(f"{guarded_server.url}/events/stream/?topic={topic}", {"Last-Event-ID": first}) as s:
         assert (await s.next_event()).id == second
 
 
-def test_async_hooks_are_awaited(start_server, topic):
+def test_async_hooks_are_awaited(start_server: Callable[..., UvicornServer], topic: str) -> None:
     srv = start_server({"EVENTS_AUTHORIZE": "tests.hooks.allow_header"})
     url = f"{srv.url}/events/poll/?topic={topic}&since=0-0"
     assert httpx.get(url, timeout=5).status_code == 403
@@ -58,7 +61,7 @@ def test_async_hooks_are_awaited(start_server, topic):
     assert httpx.get(url, headers={"X-Allow": topic}, timeout=5).status_code == 200
 
 
-def test_a_signed_token_grants_exactly_its_topics(guarded_server, topic):
+def test_a_signed_token_grants_exactly_its_topics(guarded_server: UvicornServer, topic: str) -> None:
     secret = f"secret-{topic}"
     publish(secret)
     token = make_token([secret])
@@ -68,7 +71,7 @@ def test_a_signed_token_grants_exactly_its_topics(guarded_server, topic):
     assert other.status_code == 403
 
 
-def test_a_forged_or_expired_token_is_a_403(guarded_server, topic):
+def test_a_forged_or_expired_token_is_a_403(guarded_server: UvicornServer, topic: str) -> None:
     token = make_token([f"secret-{topic}"])
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     response = httpx.get(f"{guarded_server.url}/events/poll/?topic=secret-{topic}&token={forged}", timeout=5)
@@ -81,13 +84,13 @@ def test_a_forged_or_expired_token_is_a_403(guarded_server, topic):
 
 
 @pytest.mark.django_db
-async def test_default_hook_allows_public_topics_and_only_ones_own_user_topic():
+async def test_default_hook_allows_public_topics_and_only_ones_own_user_topic() -> None:
     from django.contrib.auth.models import User
 
     user = await User.objects.acreate(username="ann")
     request = RequestFactory().get("/")
 
-    async def auser():
+    async def auser() -> User:
         return user
 
     request.auser = auser
@@ -95,7 +98,7 @@ async def test_default_hook_allows_public_topics_and_only_ones_own_user_topic():
     assert await default_authorize(request, f"user:{user.pk}")
     assert not await default_authorize(request, f"user:{user.pk + 1}")
 
-    async def anonymous():
+    async def anonymous() -> AnonymousUser:
         return AnonymousUser()
 
     request.auser = anonymous
@@ -103,7 +106,7 @@ async def test_default_hook_allows_public_topics_and_only_ones_own_user_topic():
     assert await denied_topics(request, ["status", "user:1"]) == ["user:1"]
 
 
-def test_stream_refusal_happens_before_streaming(guarded_server):
+def test_stream_refusal_happens_before_streaming(guarded_server: UvicornServer) -> None:
     # The 403 is a plain JSON response, not a stream.
     response = httpx.get(f"{guarded_server.url}/events/stream/?topic=secret", timeout=5)
     assert response.headers["content-type"] == "application/json"

@@ -2,17 +2,17 @@
 
 import pytest
 from django.conf import settings
-from django.core.checks import Tags, run_checks
+from django.core.checks import CheckMessage, Tags, run_checks
 from django.test import override_settings
 
 from events.checks import check_settings
 
 
-def ids(messages):
+def ids(messages: list[CheckMessage]) -> list[str | None]:
     return [message.id for message in messages]
 
 
-def test_defaults_pass():
+def test_defaults_pass() -> None:
     with override_settings(EVENTS={}):
         assert check_settings() == []
 
@@ -39,7 +39,7 @@ def test_defaults_pass():
         ({"MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]}, "events.W003", "worker thread"),
     ],
 )
-def test_each_mistake_is_reported_with_its_id(events, expected_id, text):
+def test_each_mistake_is_reported_with_its_id(events: object, expected_id: str, text: str) -> None:
     with override_settings(EVENTS=events):
         messages = check_settings()
     assert expected_id in ids(messages)

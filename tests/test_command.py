@@ -5,25 +5,24 @@ import sys
 from io import StringIO
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
 
-from events.connection import history_key
-
-from .servers import ROOT
+from .servers import ROOT, history
 
 
-def test_publish_event_prints_the_id_and_publishes(redis_client, topic):
+def test_publish_event_prints_the_id_and_publishes(redis_client: redis.Redis, topic: str) -> None:
     out = StringIO()
     call_command("publish_event", topic, "--event", "changed", "--data", '{"id": 3}', stdout=out)
     event_id = out.getvalue().strip()
-    [(found_id, fields)] = [(i, f) for i, f in redis_client.xrange(history_key()) if f["t"] == topic]
+    [(found_id, fields)] = [(i, f) for i, f in history(redis_client) if f["t"] == topic]
     assert (found_id, fields["e"], fields["d"]) == (event_id, "changed", '{"id":3}')
 
 
-def test_publish_event_defaults_to_invalidate_with_null_data(redis_client, topic):
+def test_publish_event_defaults_to_invalidate_with_null_data(redis_client: redis.Redis, topic: str) -> None:
     out = StringIO()
     call_command("publish_event", topic, stdout=out)
-    [fields] = [f for _, f in redis_client.xrange(history_key(), min=out.getvalue().strip()) if f["t"] == topic]
+    [fields] = [f for _, f in history(redis_client, out.getvalue().strip()) if f["t"] == topic]
     assert (fields["e"], fields["d"]) == ("invalidate", "null")
 
 
@@ -35,12 +34,12 @@ def test_publish_event_defaults_to_invalidate_with_null_data(redis_client, topic
         (["t", "--event", "reset"], "reserved"),
     ],
 )
-def test_publish_event_reports_bad_input_clearly(args, message):
+def test_publish_event_reports_bad_input_clearly(args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         call_command("publish_event", *args)
 
 
-def test_publish_event_runs_as_a_real_command(redis_url, events_prefix, topic):
+def test_publish_event_runs_as_a_real_command(redis_url: str, events_prefix: str, topic: str) -> None:
     env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "manage.py", "publish_event", topic, "--data", "[1]"],

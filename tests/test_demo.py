@@ -14,11 +14,10 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
 
 from events import publish
-from events.connection import history_key
 from events.ids import parse_id
 from project.demo.board import BOARD_TOPIC, DEFAULT_TRACKERS, seed
 from project.demo.models import Change, Tracker
-from tests.servers import free_port
+from tests.servers import free_port, history, newest_history_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,13 +30,11 @@ def trackers() -> None:
 @pytest.fixture
 def since(redis_client: redis.Redis) -> str:
     """The newest event id now: events published by the test come after it."""
-    newest = redis_client.xrevrange(history_key(), count=1)
-    return newest[0][0] if newest else "0-0"
+    return newest_history_id(redis_client) or "0-0"
 
 
 def published(redis_client: redis.Redis, since: str, topic: str) -> list[Any]:
-    entries = redis_client.xrange(history_key(), min=f"({since}")
-    return [json.loads(fields["d"]) for _, fields in entries if fields["t"] == topic]
+    return [json.loads(fields["d"]) for _, fields in history(redis_client, f"({since}") if fields["t"] == topic]
 
 
 def test_seed_is_idempotent_and_resets_on_demand() -> None:
@@ -76,7 +73,7 @@ def test_a_change_without_javascript_redirects_to_the_board(client: Client, trac
     ],
 )
 def test_bad_changes_are_refused(
-    client: Client, trackers: None, method: str, slug: str, data: dict, status: int
+    client: Client, trackers: None, method: str, slug: str, data: dict[str, str], status: int
 ) -> None:
     response = getattr(client, method)(reverse("demo:change", args=[slug]), data)
     assert response.status_code == status

@@ -1,7 +1,12 @@
 """Bad input on both endpoints: a clear JSON 4xx, no Redis work, no slot held."""
 
+from collections.abc import Callable
+
 import httpx
 import pytest
+import redis
+
+from .servers import UvicornServer
 
 ENDPOINTS = ["/events/stream/", "/events/poll/"]
 
@@ -18,7 +23,9 @@ BAD_QUERIES = [
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize(("query", "status", "code"), BAD_QUERIES)
-def test_bad_topics_get_a_json_4xx_naming_the_problem(server, endpoint, query, status, code):
+def test_bad_topics_get_a_json_4xx_naming_the_problem(
+    server: UvicornServer, endpoint: str, query: str, status: int, code: str
+) -> None:
     response = httpx.get(server.url + endpoint + query, timeout=5)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
@@ -38,7 +45,7 @@ def test_bad_topics_get_a_json_4xx_naming_the_problem(server, endpoint, query, s
         ("/events/poll/", "?topic=a&since=1-0&since=2-0", {}),
     ],
 )
-def test_malformed_ids_get_a_400(server, endpoint, query, headers):
+def test_malformed_ids_get_a_400(server: UvicornServer, endpoint: str, query: str, headers: dict[str, str]) -> None:
     response = httpx.get(server.url + endpoint + query, headers=headers, timeout=5)
     assert response.status_code == 400
     assert response.json()["code"] in {"invalid_id", "repeated_parameter"}
@@ -46,14 +53,16 @@ def test_malformed_ids_get_a_400(server, endpoint, query, headers):
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-def test_methods_other_than_get_get_a_json_405(server, endpoint, method):
+def test_methods_other_than_get_get_a_json_405(server: UvicornServer, endpoint: str, method: str) -> None:
     response = httpx.request(method, server.url + endpoint + "?topic=a", timeout=5)
     assert response.status_code == 405
     assert response.headers["allow"] == "GET"
     assert response.json()["code"] == "method_not_allowed"
 
 
-def test_bad_requests_leave_no_stream_or_subscription_behind(start_server, make_topic, redis_client):
+def test_bad_requests_leave_no_stream_or_subscription_behind(
+    start_server: Callable[..., UvicornServer], make_topic: Callable[[], str], redis_client: redis.Redis
+) -> None:
     # A server of its own, on a prefix of its own: whatever it holds afterwards
     # comes from these requests, not from other tests.
     prefix = f"bad-{make_topic()}"
@@ -67,6 +76,6 @@ def test_bad_requests_leave_no_stream_or_subscription_behind(start_server, make_
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_a_host_outside_allowed_hosts_is_a_400(server, endpoint):
+def test_a_host_outside_allowed_hosts_is_a_400(server: UvicornServer, endpoint: str) -> None:
     response = httpx.get(server.url + endpoint + "?topic=a", headers={"Host": "evil.example"}, timeout=5)
     assert response.status_code == 400

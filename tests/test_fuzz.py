@@ -1,5 +1,6 @@
 """Property-based: arbitrary query strings and headers never give a 500 or a hung request."""
 
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import httpx
@@ -8,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import SERVER_ENV
-from .servers import start_uvicorn
+from .servers import UvicornServer, start_uvicorn
 
 NAMES = st.sampled_from(["topic", "since", "last_event_id", "token", "x", "topic[]", ""])
 VALUES = st.one_of(
@@ -31,14 +32,14 @@ HEADERS = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(redis_url, events_prefix):
+def fuzz_server(redis_url: str, events_prefix: str) -> Iterator[UvicornServer]:
     env = {**SERVER_ENV, "REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, "EVENTS_LONGPOLL_TIMEOUT": "0.3"}
     with start_uvicorn(env) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def http():
+def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=httpx.Timeout(5.0)) as client:
         yield client
 
@@ -46,10 +47,12 @@ def http():
 @pytest.mark.parametrize("endpoint", ["/events/stream/", "/events/poll/"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=QUERIES, headers=HEADERS)
-def test_any_query_and_headers_get_a_prompt_answer_below_500(fuzz_server, http, endpoint, query, headers):
+def test_any_query_and_headers_get_a_prompt_answer_below_500(
+    fuzz_server: UvicornServer, http: httpx.Client, endpoint: str, query: str, headers: dict[str, str]
+) -> None:
     url = f"{fuzz_server.url}{endpoint}?{query}"
     # Reading only the head: a valid stream request would stream forever.
-    raw_headers = {name: value.encode("latin-1") for name, value in headers.items()}
+    raw_headers = {name.encode("latin-1"): value.encode("latin-1") for name, value in headers.items()}
     with http.stream("GET", url, headers=raw_headers) as response:
         assert response.status_code < 500, (url, headers, response.read())
         if response.status_code >= 400:

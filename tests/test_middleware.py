@@ -7,7 +7,7 @@ from django.test import Client
 
 from events import apublish, publish
 from events.asgi import LifespanApp, events_asgi_app
-from events.handlers import EventsMiddlewareHandler
+from events.handlers import EventsASGIHandler, EventsMiddlewareHandler
 
 
 @pytest.fixture
@@ -15,18 +15,19 @@ def app() -> LifespanApp:
     return events_asgi_app()
 
 
-async def poll(app, path, cookies=None):
+async def poll(app: LifespanApp, path: str, cookies: dict[str, str] | None = None) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", cookies=cookies) as client:
         return await client.get(path, timeout=10)
 
 
-def test_the_event_endpoints_use_the_configured_chain(app):
+def test_the_event_endpoints_use_the_configured_chain(app: LifespanApp) -> None:
+    assert isinstance(app.app, EventsASGIHandler)
     assert isinstance(app.app.lean_handler, EventsMiddlewareHandler)
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_logged_in_user_reads_their_private_topic_through_the_lean_chain(app):
+async def test_a_logged_in_user_reads_their_private_topic_through_the_lean_chain(app: LifespanApp) -> None:
     user = await User.objects.acreate(username="ann")
     client = Client()
     await client.aforce_login(user)
@@ -44,7 +45,7 @@ async def test_a_logged_in_user_reads_their_private_topic_through_the_lean_chain
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_public_topics_need_no_session(app, topic):
+async def test_public_topics_need_no_session(app: LifespanApp, topic: str) -> None:
     publish(topic)
     response = await poll(app, f"/events/poll/?topic={topic}&since=0-0")
     assert response.status_code == 200

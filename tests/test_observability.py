@@ -2,24 +2,27 @@
 
 import asyncio
 import re
+from collections.abc import Callable
 
 import httpx
 
 from events import publish
 
-from .servers import wait_for
+from .servers import UvicornServer, wait_for
 from .sse import open_stream
 from .waits import opened
 
 
-def metric(srv, name):
+def metric(srv: UvicornServer, name: str) -> float:
     text = httpx.get(f"{srv.url}/events/metrics/", timeout=5).text
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
     assert match, f"{name} not in metrics:\n{text}"
     return float(match.group(1))
 
 
-async def test_health_and_metrics_follow_streams_and_events(start_server, topic):
+async def test_health_and_metrics_follow_streams_and_events(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server()
     health = httpx.get(f"{srv.url}/events/health/", timeout=5)
     assert health.status_code == 200
@@ -60,7 +63,9 @@ async def test_health_names_no_topic(start_server, topic):
     assert topic not in health.text
 
 
-async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(start_server, topic):
+async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server({"EVENTS_MAX_STREAMS": "2"})
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as one:
         async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as two:
@@ -70,12 +75,14 @@ async def test_over_the_stream_limit_a_stream_gets_a_retryable_answer(start_serv
             async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as third:
                 assert third.response.status_code == 200
                 frames = await third.until_end()
-            assert frames[0].get("retry").isdigit()
+            assert str(frames[0].get("retry")).isdigit()
             assert any("EVENTS['MAX_STREAMS']" in c for f in frames for c in f.comments)
             assert metric(srv, 'events_streams_rejected_total{reason="limit"}') == 1
 
 
-async def test_over_the_poll_limit_a_poll_gets_a_503_counted_as_a_rejected_poll(start_server, topic):
+async def test_over_the_poll_limit_a_poll_gets_a_503_counted_as_a_rejected_poll(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server({"EVENTS_MAX_POLLS": "1", "EVENTS_LONGPOLL_TIMEOUT": "5"})
     async with httpx.AsyncClient(timeout=10) as client:
         waiting = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}"))

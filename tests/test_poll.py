@@ -1,25 +1,28 @@
 """The long-poll endpoint over a real uvicorn server."""
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
+import redis
 
 from events import publish
 
+from .servers import UvicornServer
 from .waits import subscribed
 
 
-def poll_url(server, *topics, **params):
+def poll_url(server: UvicornServer, *topics: str, **params: str) -> str:
     query = "&".join([f"topic={t}" for t in topics] + [f"{k}={v}" for k, v in params.items()])
     return f"{server.url}/events/poll/?{query}"
 
 
-async def get(url, timeout=10):
+async def get(url: str, timeout: float = 10) -> httpx.Response:
     async with httpx.AsyncClient(timeout=timeout) as client:
         return await client.get(url)
 
 
-async def test_poll_with_since_returns_at_once_with_the_events_after_it(server, topic):
+async def test_poll_with_since_returns_at_once_with_the_events_after_it(server: UvicornServer, topic: str) -> None:
     ids = [publish(topic, data=i) for i in range(3)]
     response = await get(poll_url(server, topic, since=ids[0]))
     assert response.status_code == 200
@@ -32,7 +35,7 @@ async def test_poll_with_since_returns_at_once_with_the_events_after_it(server, 
     }
 
 
-async def test_poll_without_since_waits_for_the_next_event(server, topic):
+async def test_poll_without_since_waits_for_the_next_event(server: UvicornServer, topic: str) -> None:
     publish(topic, data="old")  # before the request: not returned
     request = asyncio.create_task(get(poll_url(server, topic)))
     await subscribed(server, topic)
@@ -45,7 +48,7 @@ async def test_poll_without_since_waits_for_the_next_event(server, topic):
     }
 
 
-async def test_poll_with_since_waits_when_nothing_is_newer(server, topic):
+async def test_poll_with_since_waits_when_nothing_is_newer(server: UvicornServer, topic: str) -> None:
     since = publish(topic)
     request = asyncio.create_task(get(poll_url(server, topic, since=since)))
     await subscribed(server, topic)
@@ -54,7 +57,9 @@ async def test_poll_with_since_waits_when_nothing_is_newer(server, topic):
     assert [e["id"] for e in response.json()["events"]] == [event_id]
 
 
-async def test_poll_times_out_with_no_events_and_the_last_id_to_use(server, topic, make_topic):
+async def test_poll_times_out_with_no_events_and_the_last_id_to_use(
+    server: UvicornServer, topic: str, make_topic: Callable[[], str]
+) -> None:
     since = publish(topic)
     publish(make_topic())  # another topic: moves the stream on, not this poll
     loop = asyncio.get_running_loop()
@@ -71,7 +76,9 @@ async def test_poll_times_out_with_no_events_and_the_last_id_to_use(server, topi
     assert [e["id"] for e in (await asyncio.wait_for(follow, 5)).json()["events"]] == [event_id]
 
 
-async def test_poll_with_an_expired_or_unknown_since_answers_at_once_with_reset(server, topic):
+async def test_poll_with_an_expired_or_unknown_since_answers_at_once_with_reset(
+    server: UvicornServer, topic: str
+) -> None:
     response = await get(poll_url(server, topic, since="99999999999999-0"))
     [event] = response.json()["events"]
     assert event["event"] == "reset"
@@ -79,7 +86,9 @@ async def test_poll_with_an_expired_or_unknown_since_answers_at_once_with_reset(
     assert response.json()["last_id"] == event["id"]
 
 
-async def test_poll_releases_its_subscription_when_answered(server, topic, redis_client):
+async def test_poll_releases_its_subscription_when_answered(
+    server: UvicornServer, topic: str, redis_client: redis.Redis
+) -> None:
     from events.connection import channel_name
 
     from .servers import wait_for

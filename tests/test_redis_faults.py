@@ -6,6 +6,8 @@ redis-server on a free port and a uvicorn server pointed at it.
 
 import asyncio
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,12 +16,14 @@ from django.test import override_settings
 
 from events import PublishError, publish
 
-from .servers import wait_for
+from .servers import RedisServer, UvicornServer, wait_for
 from .sse import open_stream
 
 
 @pytest.fixture
-def private(own_redis, start_server, make_topic):
+def private(
+    own_redis: Callable[[], RedisServer], start_server: Callable[..., UvicornServer], make_topic: Callable[[], str]
+) -> Iterator[tuple[RedisServer, UvicornServer]]:
     """A redis-server of our own, a uvicorn on it, and publish() pointed at it."""
     redis_server = own_redis()
     srv = start_server({"REDIS_URL": redis_server.url})
@@ -30,15 +34,17 @@ def private(own_redis, start_server, make_topic):
     close_sync_clients()
 
 
-def health(srv):
+def health(srv: UvicornServer) -> Any:
     return httpx.get(f"{srv.url}/events/health/", timeout=5).json()
 
 
-def hub_is(srv, state):
+def hub_is(srv: UvicornServer, state: str) -> Callable[[], bool]:
     return lambda: health(srv)["hub"] == state
 
 
-async def test_streams_stay_open_with_heartbeats_through_a_redis_restart(private, topic):
+async def test_streams_stay_open_with_heartbeats_through_a_redis_restart(
+    private: tuple[RedisServer, UvicornServer], topic: str
+) -> None:
     redis_server, srv = private
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         await stream.next_frame()
@@ -70,14 +76,16 @@ async def test_streams_stay_open_with_heartbeats_through_a_redis_restart(private
         assert (frame.id, frame.json["data"]) == (after, "after")
 
 
-async def test_new_streams_get_a_retryable_answer_while_redis_is_down(private, topic):
+async def test_new_streams_get_a_retryable_answer_while_redis_is_down(
+    private: tuple[RedisServer, UvicornServer], topic: str
+) -> None:
     redis_server, srv = private
     redis_server.stop()
     await asyncio.to_thread(wait_for, hub_is(srv, "disconnected"), 10, "the hub to notice")
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         assert stream.response.status_code == 200  # EventSource retries only after a 200
         frames = await stream.until_end(timeout=10)
-    assert frames[0].get("retry").isdigit()
+    assert str(frames[0].get("retry")).isdigit()
     assert any("unavailable" in comment for frame in frames for comment in frame.comments)
     poll = httpx.get(f"{srv.url}/events/poll/?topic={topic}", timeout=10)
     assert poll.status_code == 503
@@ -85,7 +93,9 @@ async def test_new_streams_get_a_retryable_answer_while_redis_is_down(private, t
     assert httpx.get(f"{srv.url}/events/health/", timeout=5).status_code == 503
 
 
-async def test_event_published_right_after_the_pubsub_connection_is_killed_still_arrives(private, topic):
+async def test_event_published_right_after_the_pubsub_connection_is_killed_still_arrives(
+    private: tuple[RedisServer, UvicornServer], topic: str
+) -> None:
     redis_server, srv = private
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         await stream.next_frame()
@@ -105,11 +115,11 @@ async def test_event_published_right_after_the_pubsub_connection_is_killed_still
     assert health(srv)["hub"] == "connected"
 
 
-async def _subscribed(redis_server, topic):
+async def _subscribed(redis_server: RedisServer, topic: str) -> None:
     from events.connection import channel_name
 
-    def numsub():
+    def numsub() -> bool:
         with redis_server.client() as client:
-            return client.pubsub_numsub(channel_name(topic))[0][1] == 1
+            return bool(client.pubsub_numsub(channel_name(topic))[0][1] == 1)
 
     await asyncio.to_thread(wait_for, numsub, 10, "the hub to subscribe")

@@ -3,22 +3,26 @@
 import asyncio
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
 from events import publish
 
-from .servers import wait_for
+from .servers import UvicornServer, wait_for
 from .sse import open_raw_stream, open_stream
 
 STREAMS = 200
 
 
-def health(server):
+def health(server: UvicornServer) -> Any:
     return httpx.get(f"{server.url}/events/health/", timeout=5).json()
 
 
-async def test_sigterm_ends_200_open_streams_cleanly_and_exits_within_3_seconds(start_server, topic):
+async def test_sigterm_ends_200_open_streams_cleanly_and_exits_within_3_seconds(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server({"EVENTS_HEARTBEAT": "5"})
     streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
     try:
@@ -38,7 +42,9 @@ async def test_sigterm_ends_200_open_streams_cleanly_and_exits_within_3_seconds(
             await s.close()
 
 
-async def test_sigterm_answers_a_waiting_long_poll_with_what_it_has(start_server, topic):
+async def test_sigterm_answers_a_waiting_long_poll_with_what_it_has(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server({"EVENTS_LONGPOLL_TIMEOUT": "30"})
     since = publish(topic)
     async with httpx.AsyncClient(timeout=10) as client:
@@ -50,7 +56,7 @@ async def test_sigterm_answers_a_waiting_long_poll_with_what_it_has(start_server
     assert response.json() == {"events": [], "last_id": since}
 
 
-async def test_streams_end_cleanly_at_their_maximum_age(start_server, topic):
+async def test_streams_end_cleanly_at_their_maximum_age(start_server: Callable[..., UvicornServer], topic: str) -> None:
     srv = start_server({"EVENTS_MAX_STREAM_AGE": "0.5", "EVENTS_HEARTBEAT": "0.1"})
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         frames = await stream.until_end(timeout=5)

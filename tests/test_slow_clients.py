@@ -1,31 +1,34 @@
 """Slow and stuck clients: bounded memory, no delay for others, released after the write timeout."""
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from events import publish
 
-from .servers import wait_for
+from .servers import UvicornServer, wait_for
 from .sse import open_raw_stream, open_stream
 
 EVENTS = 10_000
 PAYLOAD = "x" * 2000  # 10,000 x 2 KB: 20 MB that an unbounded queue would keep
 
 
-def rss_bytes(pid):
+def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
 
 
-def streams_open(srv):
-    return httpx.get(f"{srv.url}/events/health/", timeout=5).json()["streams"]
+def streams_open(srv: UvicornServer) -> int:
+    return int(httpx.get(f"{srv.url}/events/health/", timeout=5).json()["streams"])
 
 
-async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(start_server, topic):
+async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
     srv = start_server({"EVENTS_WRITE_TIMEOUT": "3", "EVENTS_HEARTBEAT": "0.2"})
     stuck = await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}", buffer=4096)
     try:
@@ -37,7 +40,7 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(
 
             published: list[str] = []
 
-            def publish_all():
+            def publish_all() -> None:
                 published.extend(publish(topic, data=PAYLOAD) for _ in range(EVENTS))
 
             publisher = asyncio.ensure_future(asyncio.to_thread(publish_all))

@@ -22,7 +22,7 @@ from events import sse
         ({"data": ": not a comment"}, b"data: : not a comment\n\n"),
     ],
 )
-def test_encode_event_is_exact(kwargs, expected):
+def test_encode_event_is_exact(kwargs: dict[str, str], expected: bytes) -> None:
     assert sse.encode_event(**kwargs) == expected
 
 
@@ -30,7 +30,7 @@ def test_encode_event_is_exact(kwargs, expected):
     ("field", "value"),
     [("id", "1\n2"), ("id", "1\r2"), ("id", "1\x002"), ("event", "a\nb"), ("event", "a\r\nb")],
 )
-def test_encode_event_refuses_line_breaks_in_single_line_fields(field, value):
+def test_encode_event_refuses_line_breaks_in_single_line_fields(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"SSE {field}"):
         sse.encode_event("x", **{field: value})
 
@@ -43,15 +43,15 @@ def test_encode_event_refuses_line_breaks_in_single_line_fields(field, value):
         ("two\nlines", b": two\n: lines\n\n"),
     ],
 )
-def test_encode_comment_is_exact(text, expected):
+def test_encode_comment_is_exact(text: str, expected: bytes) -> None:
     assert sse.encode_comment(text) == expected
 
 
-def test_encode_retry_is_digits_only():
+def test_encode_retry_is_digits_only() -> None:
     assert sse.encode_retry(2500) == b"retry: 2500\n\n"
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, "100", True])
-def test_encode_retry_refuses_non_integers(value):
+def test_encode_retry_refuses_non_integers(value: object) -> None:
     with pytest.raises(ValueError, match="retry"):
-        sse.encode_retry(value)
+        sse.encode_retry(value)  # type: ignore[arg-type]

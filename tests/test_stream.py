@@ -2,23 +2,25 @@
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
+import redis
 
 from events import publish
 from events.ids import parse_id
 
-from .servers import wait_for
+from .servers import UvicornServer, wait_for
 from .sse import open_stream
 from .waits import opened, subscribed
 
 
-def stream_url(server, *topics, **params):
+def stream_url(server: UvicornServer, *topics: str, **params: str) -> str:
     query = "&".join([f"topic={t}" for t in topics] + [f"{k}={v}" for k, v in params.items()])
     return f"{server.url}/events/stream/?{query}"
 
 
-async def test_stream_headers_and_first_bytes_come_at_once(server, topic):
+async def test_stream_headers_and_first_bytes_come_at_once(server: UvicornServer, topic: str) -> None:
     async with open_stream(stream_url(server, topic)) as stream:
         response = stream.response
         assert response.status_code == 200
@@ -26,10 +28,10 @@ async def test_stream_headers_and_first_bytes_come_at_once(server, topic):
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
         first = await stream.next_frame(timeout=2)
-        assert first.get("retry").isdigit()
+        assert first is not None and str(first.get("retry")).isdigit()
 
 
-async def test_published_event_arrives_with_id_event_and_data(server, topic):
+async def test_published_event_arrives_with_id_event_and_data(server: UvicornServer, topic: str) -> None:
     async with open_stream(stream_url(server, topic)) as stream:
         await opened(stream)
         await subscribed(server, topic)
@@ -41,7 +43,9 @@ async def test_published_event_arrives_with_id_event_and_data(server, topic):
         )
 
 
-async def test_one_stream_receives_several_topics_in_publish_order(server, make_topic):
+async def test_one_stream_receives_several_topics_in_publish_order(
+    server: UvicornServer, make_topic: Callable[[], str]
+) -> None:
     a, b = make_topic(), make_topic()
     async with open_stream(stream_url(server, a, b)) as stream:
         await opened(stream)
@@ -56,7 +60,7 @@ async def test_one_stream_receives_several_topics_in_publish_order(server, make_
         ]
 
 
-async def test_two_clients_on_one_topic_both_receive(server, topic):
+async def test_two_clients_on_one_topic_both_receive(server: UvicornServer, topic: str) -> None:
     async with open_stream(stream_url(server, topic)) as one, open_stream(stream_url(server, topic)) as two:
         await opened(one)
         await opened(two)
@@ -66,7 +70,7 @@ async def test_two_clients_on_one_topic_both_receive(server, topic):
         assert (await two.next_event()).id == event_id
 
 
-async def test_client_on_another_topic_receives_nothing(server, make_topic):
+async def test_client_on_another_topic_receives_nothing(server: UvicornServer, make_topic: Callable[[], str]) -> None:
     mine, other = make_topic(), make_topic()
     async with open_stream(stream_url(server, mine)) as stream:
         await opened(stream)
@@ -78,7 +82,7 @@ async def test_client_on_another_topic_receives_nothing(server, make_topic):
         assert (frame.id, frame.json["topic"]) == (last, mine)
 
 
-async def test_heartbeat_comment_arrives_within_the_interval(server, topic):
+async def test_heartbeat_comment_arrives_within_the_interval(server: UvicornServer, topic: str) -> None:
     async with open_stream(stream_url(server, topic)) as stream:
         await opened(stream)
         loop = asyncio.get_running_loop()
@@ -86,11 +90,12 @@ async def test_heartbeat_comment_arrives_within_the_interval(server, topic):
         beats = 0
         while beats < 3:
             frame = await stream.next_frame(timeout=1.0)  # heartbeat is 0.2 s
+            assert frame is not None
             beats += "heartbeat" in frame.comments
         assert loop.time() - started < 3
 
 
-async def test_replay_after_last_event_id_is_complete_and_ordered(server, topic):
+async def test_replay_after_last_event_id_is_complete_and_ordered(server: UvicornServer, topic: str) -> None:
     ids = [publish(topic, data=i) for i in range(5)]
     async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": ids[1]}) as stream:
         frames = await stream.events(3)
@@ -98,13 +103,13 @@ async def test_replay_after_last_event_id_is_complete_and_ordered(server, topic)
         assert [f.json["data"] for f in frames] == [2, 3, 4]
 
 
-async def test_last_event_id_query_parameter_works_like_the_header(server, topic):
+async def test_last_event_id_query_parameter_works_like_the_header(server: UvicornServer, topic: str) -> None:
     ids = [publish(topic) for _ in range(3)]
     async with open_stream(stream_url(server, topic, last_event_id=ids[0])) as stream:
         assert [f.id for f in await stream.events(2)] == ids[1:]
 
 
-async def test_replay_only_includes_the_requested_topics(server, make_topic):
+async def test_replay_only_includes_the_requested_topics(server: UvicornServer, make_topic: Callable[[], str]) -> None:
     mine, other = make_topic(), make_topic()
     start = publish(mine)
     publish(other)
@@ -114,12 +119,12 @@ async def test_replay_only_includes_the_requested_topics(server, make_topic):
         assert (frame.id, frame.json["topic"]) == (wanted, mine)
 
 
-async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(server, topic):
+async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(server: UvicornServer, topic: str) -> None:
     first = publish(topic, data=-1)
     published: list[str] = []
     stop = threading.Event()
 
-    def publisher():
+    def publisher() -> None:
         while not stop.is_set() and len(published) < 2000:
             published.append(publish(topic, data=len(published)))
 
@@ -131,11 +136,11 @@ async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(ser
             received: list[str] = []
             # Keep publishing while the stream replays and goes live.
             while len(received) < 300:
-                received.append((await stream.next_event()).id)
+                received.append(str((await stream.next_event()).id))
             stop.set()
             await asyncio.to_thread(thread.join, 10)
             while len(received) < len(published):
-                received.append((await stream.next_event()).id)
+                received.append(str((await stream.next_event()).id))
     finally:
         stop.set()
         thread.join(10)
@@ -143,7 +148,7 @@ async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(ser
     assert [parse_id(i) for i in received] == sorted(parse_id(i) for i in received)
 
 
-async def test_unknown_id_gets_a_reset_with_id_and_data(server, topic):
+async def test_unknown_id_gets_a_reset_with_id_and_data(server: UvicornServer, topic: str) -> None:
     async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": "99999999999999-0"}) as stream:
         frame = await stream.next_event()
         assert frame.event == "reset"
@@ -156,7 +161,9 @@ async def test_unknown_id_gets_a_reset_with_id_and_data(server, topic):
         assert (await stream.next_event()).id == event_id
 
 
-async def test_id_older_than_the_history_gets_a_reset(start_server, make_topic, redis_client):
+async def test_id_older_than_the_history_gets_a_reset(
+    start_server: Callable[..., UvicornServer], make_topic: Callable[[], str], redis_client: redis.Redis
+) -> None:
     prefix = f"expiry-{make_topic()}"
     srv = start_server({"EVENTS_PREFIX": prefix})
     from django.conf import settings
@@ -174,7 +181,7 @@ async def test_id_older_than_the_history_gets_a_reset(start_server, make_topic, 
         redis_client.delete(f"{prefix}:history")
 
 
-async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server, topic):
+async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server: UvicornServer, topic: str) -> None:
     before = publish(topic)
     publish(topic)
     ms, seq = parse_id(before)
@@ -182,7 +189,9 @@ async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server, topic)
         assert (await stream.next_event()).event == "reset"
 
 
-async def test_disconnected_client_releases_its_subscription(server, topic, redis_client):
+async def test_disconnected_client_releases_its_subscription(
+    server: UvicornServer, topic: str, redis_client: redis.Redis
+) -> None:
     from events.connection import channel_name
 
     async with open_stream(stream_url(server, topic)) as stream:
@@ -196,7 +205,9 @@ async def test_disconnected_client_releases_its_subscription(server, topic, redi
 
 
 @pytest.mark.parametrize("extra", ["", "&topic=other"])
-async def test_subscription_is_shared_one_redis_subscriber_per_process(server, topic, extra, redis_client):
+async def test_subscription_is_shared_one_redis_subscriber_per_process(
+    server: UvicornServer, topic: str, extra: str, redis_client: redis.Redis
+) -> None:
     from events.connection import channel_name
 
     async with open_stream(stream_url(server, topic) + extra) as one, open_stream(stream_url(server, topic)) as two:

@@ -7,11 +7,11 @@ from events.messages import Message
 from events.subscriber import Subscriber
 
 
-def message(id, topic="a"):
+def message(id: str, topic: str = "a") -> Message:
     return Message(id, topic, "invalidate", "null")
 
 
-def test_messages_come_out_in_order():
+def test_messages_come_out_in_order() -> None:
     client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
     for i in range(1, 4):
         client.push(message(f"{i}-0"))
@@ -19,14 +19,14 @@ def test_messages_come_out_in_order():
     assert client.take() == []
 
 
-def test_overflow_keeps_the_latest_event_per_topic_in_order():
+def test_overflow_keeps_the_latest_event_per_topic_in_order() -> None:
     client = Subscriber(frozenset({"a", "b"}), queue_size=3, is_stream=True)
     for i, topic in enumerate(["a", "b", "a", "a"], start=1):
         client.push(message(f"{i}-0", topic))
     assert [(m.id, m.topic) for m in client.take()] == [("2-0", "b"), ("4-0", "a")]
 
 
-def test_overflow_beyond_one_per_topic_becomes_a_single_reset():
+def test_overflow_beyond_one_per_topic_becomes_a_single_reset() -> None:
     client = Subscriber(frozenset({"a", "b", "c"}), queue_size=2, is_stream=True)
     for i, topic in enumerate(["a", "b", "c"], start=1):
         client.push(message(f"{i}-0", topic))
@@ -34,7 +34,7 @@ def test_overflow_beyond_one_per_topic_becomes_a_single_reset():
     assert (reset.event, reset.id) == ("reset", "3-0")
 
 
-def test_events_not_newer_than_the_last_given_are_dropped():
+def test_events_not_newer_than_the_last_given_are_dropped() -> None:
     client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
     client.last_key = parse_id("5-0")
     for id in ["4-0", "5-0", "6-0"]:
@@ -42,7 +42,7 @@ def test_events_not_newer_than_the_last_given_are_dropped():
     assert [m.id for m in client.take()] == ["6-0"]
 
 
-def test_a_reset_always_passes_even_with_a_lower_id():
+def test_a_reset_always_passes_even_with_a_lower_id() -> None:
     client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
     client.last_key = parse_id("5-0")
     client.push(Message.reset("0-0", "unknown-id"))
@@ -50,7 +50,7 @@ def test_a_reset_always_passes_even_with_a_lower_id():
     assert [(m.event, m.id) for m in client.take()] == [("reset", "0-0"), ("invalidate", "1-0")]
 
 
-async def test_wait_returns_when_something_arrives():
+async def test_wait_returns_when_something_arrives() -> None:
     client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
     waiter = asyncio.create_task(client.wait())
     await asyncio.sleep(0)

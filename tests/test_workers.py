@@ -2,22 +2,24 @@
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
+import redis
 
 from events import publish
 
-from .servers import wait_for
-from .sse import open_raw_stream
+from .servers import UvicornServer, wait_for
+from .sse import RawStream, open_raw_stream
 
 EVENTS = 20
 
 
-def streams_open(server):
-    return httpx.get(f"{server.url}/events/health/", timeout=5).json()["streams"]
+def streams_open(server: UvicornServer) -> int:
+    return int(httpx.get(f"{server.url}/events/health/", timeout=5).json()["streams"])
 
 
-async def publish_and_check_each_received_once(streams, topic):
+async def publish_and_check_each_received_once(streams: list[RawStream], topic: str) -> None:
     ids = [publish(topic, data=i) for i in range(EVENTS)]
     await asyncio.gather(*(s.read_until(f"id: {ids[-1]}\n".encode()) for s in streams))
     for s in streams:
@@ -25,7 +27,9 @@ async def publish_and_check_each_received_once(streams, topic):
         assert seen == Counter(ids), "an event was lost or duplicated"
 
 
-async def test_two_workers_deliver_each_event_once_to_every_client(start_server, topic, redis_client):
+async def test_two_workers_deliver_each_event_once_to_every_client(
+    start_server: Callable[..., UvicornServer], topic: str, redis_client: redis.Redis
+) -> None:
     from events.connection import channel_name
 
     srv = start_server(args=["--workers", "2"])
@@ -57,7 +61,9 @@ async def test_two_workers_deliver_each_event_once_to_every_client(start_server,
             await s.close()
 
 
-async def test_separate_instances_deliver_each_event_once_to_every_client(start_server, topic, redis_client):
+async def test_separate_instances_deliver_each_event_once_to_every_client(
+    start_server: Callable[..., UvicornServer], topic: str, redis_client: redis.Redis
+) -> None:
     one, two = start_server(), start_server()
     start = publish(topic)
     urls = [f"{srv.url}/events/stream/?topic={topic}" for srv in (one, two) for _ in range(5)]

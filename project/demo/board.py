@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -53,7 +53,8 @@ def change_tracker(slug: str, delta: int, user: AnyUser | None = None) -> Change
 
     Raises ``Tracker.DoesNotExist`` for an unknown slug.
     """
-    author = user if user is not None and user.is_authenticated else None
+    # The demo's users are django.contrib.auth Users (Change.user points there).
+    author = user if isinstance(user, User) and user.is_authenticated else None
     with transaction.atomic():
         # The UPDATE comes first, so SQLite takes its write lock at once (no
         # read-then-write upgrade, which could fail with "database is locked").
@@ -97,7 +98,7 @@ def board_state() -> dict[str, Any]:
 
 def private_state(user: AnyUser) -> dict[str, Any]:
     """What only ``user`` sees: their own changes (nothing for anonymous visitors)."""
-    if not user.is_authenticated:
+    if not isinstance(user, User) or not user.is_authenticated:
         return {"user": None, "topic": None, "count": 0, "recent": []}
     mine = Change.objects.filter(user=user).select_related("tracker", "user")
     return {
