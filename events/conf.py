@@ -88,7 +88,7 @@ class Setting(Generic[T]):
         return raw  # type: ignore[no-any-return]
 
     def parse(self, text: str) -> T:
-        """The value of the environment variable ``text`` (only for settings with ``env``)."""
+        """The value of an environment variable; ValueError(what is expected) if it does not parse."""
         raise NotImplementedError
 
 
@@ -103,7 +103,10 @@ class Int(Setting[int]):
         return None
 
     def parse(self, text: str) -> int:
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("an integer") from None
 
 
 class Float(Setting[float]):
@@ -120,7 +123,10 @@ class Float(Setting[float]):
         return float(raw)
 
     def parse(self, text: str) -> float:
-        return float(text)
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("a number") from None
 
 
 class Text(Setting[str]):
@@ -144,7 +150,7 @@ class Flag(Setting[bool]):
             return True
         if text.lower() in _FALSE:
             return False
-        raise ValueError("expected one of 1, true, yes, on, 0, false, no, off")
+        raise ValueError("1, true, yes or on; or 0, false, no or off")
 
 
 class Thresholds(Setting[tuple[int, ...] | None]):
@@ -231,7 +237,8 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     For a 12-factor ``settings.py``: ``EVENTS = events.conf.from_environ()``.
     Unset keys are left out, so their defaults apply. A value that does not
-    parse raises ``ImproperlyConfigured`` naming the variable.
+    parse raises ``ImproperlyConfigured`` naming the variable; ranges are
+    left to the system checks, as for values set in ``settings.py``.
     """
     environ = os.environ if environ is None else environ
     result: dict[str, Any] = {}
@@ -241,10 +248,8 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         try:
             result[setting.name] = setting.parse(text)
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{setting.env}={text!r}: expected {setting.problem(text) or 'a valid value'}."
-            ) from None
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{setting.env}={text!r}: expected {exc}.") from None
     return result
 
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from events.checks import check_settings
-from events.conf import Setting, Settings, conf, declarations, from_environ
+from events.conf import Flag, Setting, Settings, conf, declarations, from_environ
 from tests.servers import ROOT
 
 README = ROOT / "README.md"
@@ -106,7 +106,7 @@ def test_from_environ_reads_each_declared_variable() -> None:
 
 @pytest.mark.parametrize(("variable", "value"), [("EVENTS_MAX_STREAMS", "many"), ("EVENTS_HISTORY", "10.5")])
 def test_from_environ_names_a_variable_that_does_not_parse(variable: str, value: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match=f"{variable}='{value}': expected an integer >= 1"):
+    with pytest.raises(ImproperlyConfigured, match=f"{variable}='{value}': expected an integer"):
         from_environ({variable: value})
 
 
@@ -134,3 +134,12 @@ def test_environment_variable_names_are_kept() -> None:
 def test_a_declaration_is_a_typed_descriptor() -> None:
     assert isinstance(Settings.HEARTBEAT, Setting)
     assert Settings.HEARTBEAT.name == "HEARTBEAT"
+
+
+def test_a_flag_setting_reads_the_usual_spellings_and_refuses_others() -> None:
+    flag = Flag(False, "a switch", env="EVENTS_SWITCH")
+    assert [flag.parse(text) for text in ("1", "on", "TRUE", "0", "off", "No")] == [True, True, True] + [False] * 3
+    with pytest.raises(ValueError, match="1, true, yes or on"):
+        flag.parse("maybe")
+    assert flag.problem(True) is None
+    assert flag.problem("true") == "True or False"
