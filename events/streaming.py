@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import redis
 from django.http import StreamingHttpResponse
@@ -38,6 +39,9 @@ from .subscriber import Subscriber
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = sse.encode_comment("heartbeat")
+
+# Django's property, which the subclass below extends with a setter hook.
+_STREAMING_CONTENT: Any = vars(StreamingHttpResponse)["streaming_content"]
 
 
 class EventStreamResponse(StreamingHttpResponse):
@@ -60,27 +64,27 @@ class EventStreamResponse(StreamingHttpResponse):
     """
 
     def __init__(self, stream: AsyncGenerator[bytes, None]) -> None:
-        self._stream = stream
-        self._replaced = False
         super().__init__(stream, content_type="text/event-stream")
+        self._stream = stream
+        # Set by the setter below when a middleware replaces the body (the
+        # setter also runs in __init__, hence the reset here).
+        self.content_replaced = False
         self["Cache-Control"] = "no-cache"
         # Tell nginx not to buffer this response (the deploy config also says so).
         self["X-Accel-Buffering"] = "no"
         self["Content-Encoding"] = "identity"
 
     @property
-    def streaming_content(self) -> AsyncIterator[bytes]:
-        return super().streaming_content  # type: ignore[return-value]
+    def streaming_content(self) -> Any:
+        return _STREAMING_CONTENT.fget(self)
 
     @streaming_content.setter
-    def streaming_content(self, value: AsyncIterator[bytes]) -> None:
-        # Django's __init__ sets our own generator; anything else is a middleware's.
-        self._replaced = value is not self._stream
-        # Django's own setter (the property object, as the class defines it).
-        vars(StreamingHttpResponse)["streaming_content"].__set__(self, value)
+    def streaming_content(self, value: Any) -> None:
+        self.content_replaced = True
+        _STREAMING_CONTENT.fset(self, value)
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
-        return self._through_middleware() if self._replaced else self._stream
+        return self._through_middleware() if self.content_replaced else self._stream
 
     async def _through_middleware(self) -> AsyncGenerator[bytes, None]:
         try:
