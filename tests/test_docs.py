@@ -2,6 +2,7 @@
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from .servers import ROOT
@@ -10,7 +11,7 @@ SKIP_DIRS = {".git", ".venv", ".venv-django6", ".run", "node_modules", "__pycach
 TEXT_SUFFIXES = {".md", ".py", ".js", ".html", ".txt", ".toml", ".conf", ".service", ".example", ".sh", ""}
 
 
-def repository_files():
+def repository_files() -> Iterator[Path]:
     for directory, subdirs, files in os.walk(ROOT):
         subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS and not d.startswith((".venv", "."))]
         for name in files:
@@ -19,7 +20,7 @@ def repository_files():
                 yield path
 
 
-def test_nothing_refers_to_a_design_document_outside_the_repository():
+def test_nothing_refers_to_a_design_document_outside_the_repository() -> None:
     offenders = []
     for path in repository_files():
         text = path.read_text(errors="replace")
@@ -28,7 +29,7 @@ def test_nothing_refers_to_a_design_document_outside_the_repository():
     assert offenders == [], offenders
 
 
-def test_readme_links_to_files_that_exist():
+def test_readme_links_to_files_that_exist() -> None:
     readme = (ROOT / "README.md").read_text()
     targets = re.findall(r"\]\(((?!https?:|#)[^)\s]+)\)", readme)
     missing = [target for target in targets if not (ROOT / target).exists()]

@@ -21,7 +21,9 @@ def gunicorn_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-async def test_sigterm_to_the_gunicorn_master_ends_open_streams_promptly(redis_url, events_prefix, topic):
+async def test_sigterm_to_the_gunicorn_master_ends_open_streams_promptly(
+    redis_url: str, events_prefix: str, topic: str
+) -> None:
     port = free_port()
     env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, **SERVER_ENV, "EVENTS_HEARTBEAT": "5"}
     with start_uvicorn(env, port=port, command=gunicorn_command(port)) as srv:

@@ -44,7 +44,7 @@ async def test_health_and_metrics_follow_streams_and_events(
     await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 0, 10, "streams closed")
 
 
-async def test_metrics_are_a_404_until_a_setting_enables_them(start_server):
+async def test_metrics_are_a_404_until_a_setting_enables_them(start_server: Callable[..., UvicornServer]) -> None:
     off = start_server({"EVENTS_METRICS": "0"})
     assert httpx.get(f"{off.url}/events/metrics/", timeout=5).status_code == 404
     on = start_server({"EVENTS_METRICS": "1"})
@@ -53,7 +53,7 @@ async def test_metrics_are_a_404_until_a_setting_enables_them(start_server):
     assert "events_streams_open" in response.text
 
 
-async def test_health_names_no_topic(start_server, topic):
+async def test_health_names_no_topic(start_server: Callable[..., UvicornServer], topic: str) -> None:
     srv = start_server()
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         await stream.next_frame()

@@ -4,14 +4,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
-from .servers import ROOT
+from .servers import ROOT, UvicornServer
 from .sse import open_stream
 
 
-async def test_loading_the_demo_page_logs_no_warning_and_finds_every_asset(start_server, topic, tmp_path):
+async def test_loading_the_demo_page_logs_no_warning_and_finds_every_asset(
+    start_server: Callable[..., UvicornServer], topic: str, tmp_path: Path
+) -> None:
     # As `make run` does: DEBUG on (the default), a migrated and seeded database.
     env = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3")}
     for command in (["migrate", "--noinput", "-v0"], ["seed_demo"]):

@@ -17,8 +17,8 @@ def test_fonts_present_means_no_apt_get_however_long_fc_list_runs(tmp_path: Path
     (fake_bin / "fc-list").write_text("#!/bin/sh\nseq 200000 | sed 's|^|/usr/share/fonts/font-|'\n")
     (fake_bin / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     (fake_bin / "nginx").write_text("#!/bin/sh\nexit 0\n")
-    for script in fake_bin.iterdir():
-        script.chmod(0o755)
+    for executable in fake_bin.iterdir():
+        executable.chmod(0o755)
     script = f"source {ROOT}/scripts/setup.sh; for _ in $(seq {RUNS}); do ensure_test_services; done; echo done"
     env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)

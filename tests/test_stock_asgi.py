@@ -1,13 +1,14 @@
 """Served by Django's stock ``get_asgi_application()``, the endpoints answer and the log says, once, what is lost."""
 
 import sys
+from collections.abc import Callable
 
 import httpx
 
 from events import publish
 
 from .conftest import SERVER_ENV
-from .servers import free_port, start_uvicorn
+from .servers import UvicornServer, free_port, start_uvicorn
 from .sse import open_stream
 
 
@@ -18,7 +19,9 @@ def uvicorn_command(app: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(redis_url, events_prefix, topic):
+async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(
+    redis_url: str, events_prefix: str, topic: str
+) -> None:
     env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, **SERVER_ENV}
     port = free_port()
     with start_uvicorn(env, port=port, command=uvicorn_command("tests.stock_asgi:application", port)) as srv:
@@ -43,7 +46,7 @@ async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(redis_url,
         assert lost in warning
 
 
-async def test_events_asgi_app_logs_no_such_warning(start_server, topic):
+async def test_events_asgi_app_logs_no_such_warning(start_server: Callable[..., UvicornServer], topic: str) -> None:
     srv = start_server()
     async with open_stream(f"{srv.url}/events/stream/?topic={topic}") as stream:
         await stream.next_frame()
