@@ -7,8 +7,9 @@ Django has no ASGI lifespan support (it raises on the lifespan scope), so
 
 which
 
-- answers ``lifespan``: on startup it starts this process's hub and hooks
-  SIGTERM/SIGINT; on shutdown it stops the hub and closes Redis clients. Run
+- answers ``lifespan``: on startup it checks the Redis settings (a TLS
+  certificate that does not verify or refused credentials are fatal; Redis
+  being down is not), starts this process's hub and hooks SIGTERM/SIGINT; on shutdown it stops the hub and closes Redis clients. Run
   uvicorn with ``--lifespan on`` so a startup failure is fatal;
 - ends open streams as soon as the server is told to stop. uvicorn waits for
   open requests before running lifespan shutdown, so that is too late; instead
@@ -30,7 +31,7 @@ from types import FrameType
 
 from .asgi_types import ASGIApp, Receive, Scope, Send
 from .conf import conf
-from .connection import aclose_clients
+from .connection import aclose_clients, verify_redis_settings
 from .handlers import EventsASGIHandler
 from .hub import get_hub, pop_hub
 
@@ -57,6 +58,7 @@ class LifespanApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    await verify_redis_settings()
                     startup()
                 except Exception as exc:
                     logger.exception("events: startup failed")

@@ -14,6 +14,7 @@ from django.core.checks import register as register_check
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
+from . import redis_url
 from .conf import declarations
 
 # nginx's default proxy_read_timeout; a heartbeat or long-poll must stay below it.
@@ -57,10 +58,18 @@ def _check_values(valid: dict[str, Any]) -> list[CheckMessage]:
     """What a single key's type cannot say: URL schemes, importable hooks, relations between keys."""
     errors: list[CheckMessage] = []
     url = valid.get("REDIS_URL")
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        errors.append(
-            Error(f"EVENTS['REDIS_URL'] is {url!r}; expected a redis://, rediss:// or unix:// URL.", id="events.E005")
-        )
+    if url is not None:
+        try:
+            redis_url.parse(url)
+        except redis_url.InvalidRedisURL as exc:
+            errors.append(
+                Error(
+                    f"EVENTS['REDIS_URL'] ({redis_url.mask(url)}) cannot be used: {exc}.",
+                    hint="redis://[[user]:password@]host:port/db, rediss://… (TLS), unix:///path/redis.sock?db=N, "
+                    "or redis+sentinel://[[user]:password@]host:port[,host:port…]/SERVICE[/db].",
+                    id="events.E005",
+                )
+            )
     path = valid.get("AUTHORIZE")
     if path is not None:
         try:

@@ -12,22 +12,30 @@ Clients are made lazily, on first use, never at import. An asyncio client is
 bound to the event loop that made it, so there is one per loop (and per URL);
 ``aclose_clients()`` closes the current loop's. Commands fail fast (short
 connect timeout, one retry) so a publish never hangs while Redis is down.
+What ``REDIS_URL`` may say (single server, unix socket, TLS, Sentinel) and
+how its clients are built is ``redis_url.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 import weakref
 from typing import Any
 
 import redis
 import redis.asyncio
+from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from . import redis_url
 from .conf import conf
+
+logger = logging.getLogger(__name__)
 
 # Fail fast: a publish should raise within about a second when Redis is down,
 # not spend the default ten retries backing off (one quick retry instead).
@@ -54,13 +62,37 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, r
 )
 
 
+def redis_location() -> redis_url.RedisLocation:
+    """``conf.REDIS_URL`` parsed (InvalidRedisURL if it cannot be used; the checks report that first)."""
+    return _parse(conf.REDIS_URL)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(url: str) -> redis_url.RedisLocation:
+    return redis_url.parse(url)
+
+
+def masked_redis_url() -> str:
+    """``conf.REDIS_URL`` with its passwords masked: the only form fit for messages and logs."""
+    return redis_url.mask(conf.REDIS_URL)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"`` of a Redis error, with the configured passwords masked."""
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        return redis_location().redact(text)
+    except redis_url.InvalidRedisURL:
+        return text
+
+
 def get_sync_client() -> redis.Redis:
     """The process-wide synchronous client (thread-safe, pooled) for ``conf.REDIS_URL``."""
     url = conf.REDIS_URL
     with _sync_lock:
         client = _sync_clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url, retry=Retry(_BACKOFF, 1), **_COMMAND_OPTIONS)
+            client = redis_url.sync_client(_parse(url), retry=Retry(_BACKOFF, 1), **_COMMAND_OPTIONS)
             _sync_clients[url] = client
         return client
 
@@ -72,7 +104,7 @@ def get_async_client() -> redis.asyncio.Redis:
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS)
+        client = redis_url.async_client(_parse(url), retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS)
         clients[url] = client
     return client
 
@@ -83,23 +115,54 @@ def new_pubsub_client() -> redis.asyncio.Redis:
     No automatic retries and no socket timeout: the hub notices a dead
     connection itself (pings) and owns reconnection, backoff and gap filling.
     """
-    return redis.asyncio.Redis.from_url(
-        conf.REDIS_URL,
+    return redis_url.async_client(
+        redis_location(),
         retry=AsyncRetry(NoBackoff(), 0),
         socket_connect_timeout=2.0,
         socket_timeout=None,
     )
 
 
+# Seconds start-up waits for Redis to answer before going on without it.
+STARTUP_CHECK_TIMEOUT = 5.0
+
+
+async def verify_redis_settings() -> None:
+    """At start-up: fail on a Redis setting that cannot work; tolerate Redis being down.
+
+    A certificate that does not verify against ``ssl_ca_certs``, or
+    credentials Redis refuses, raise ImproperlyConfigured naming the cause
+    (the URL masked), so the server does not start. Redis merely being
+    unreachable is logged and tolerated: the hub keeps retrying, and streams
+    are served once it answers.
+    """
+    try:
+        location = redis_location()
+    except redis_url.InvalidRedisURL as exc:
+        raise ImproperlyConfigured(f"EVENTS['REDIS_URL'] ({masked_redis_url()}) cannot be used: {exc}") from None
+    try:
+        await asyncio.wait_for(get_async_client().ping(), STARTUP_CHECK_TIMEOUT)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        if redis_url.is_configuration_error(exc):
+            raise ImproperlyConfigured(
+                f"Redis at {masked_redis_url()} refused this app's settings: {describe_error(exc)}"
+            ) from None
+        logger.warning(
+            "events: Redis at %s does not answer yet (%s); streams wait for it",
+            location.masked_url,
+            describe_error(exc),
+        )
+
+
 async def aclose_clients() -> None:
     """Close the running loop's asyncio clients (at shutdown, and in tests)."""
     clients = _async_clients.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
-        await client.aclose()
+        await redis_url.aclose_client(client)
 
 
 def close_sync_clients() -> None:
     with _sync_lock:
         for client in _sync_clients.values():
-            client.close()
+            redis_url.close_client(client)
         _sync_clients.clear()

@@ -22,7 +22,7 @@ from django.db import transaction
 
 from . import metrics
 from .conf import conf
-from .connection import channel_name, get_async_client, get_sync_client, history_key
+from .connection import channel_name, describe_error, get_async_client, get_sync_client, history_key, masked_redis_url
 from .exceptions import PublishError
 from .topics import validate_event_name, validate_topic
 
@@ -55,7 +55,7 @@ def _prepare(topic: str, data: Any, event: str) -> tuple[list[str], list[Any]]:
 
 def _failed(topic: str, exc: redis.RedisError) -> PublishError:
     return PublishError(
-        f"Could not publish to topic {topic!r}: Redis at {conf.REDIS_URL} failed ({type(exc).__name__}: {exc})."
+        f"Could not publish to topic {topic!r}: Redis at {masked_redis_url()} failed ({describe_error(exc)})."
     )
 
 

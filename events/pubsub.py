@@ -27,8 +27,8 @@ import redis
 import redis.asyncio
 from redis.asyncio.client import PubSub
 
-from . import history, metrics
-from .connection import channel_prefix, get_async_client, new_pubsub_client
+from . import history, metrics, redis_url
+from .connection import channel_prefix, describe_error, get_async_client, new_pubsub_client
 from .exceptions import HubUnavailable
 from .ids import format_key, parse_id
 from .messages import Message
@@ -41,9 +41,11 @@ logger = logging.getLogger("events.hub")
 # Seconds without any message after which the reader PINGs (and, without an
 # answer for as long again, declares the connection dead).
 IDLE_PING = 5.0
-# Reconnect backoff: doubles from MIN to MAX seconds, with jitter.
+# Reconnect backoff: doubles from MIN to MAX seconds, with jitter (up to
+# +50%). MAX bounds what a Sentinel failover costs on top of the sentinels'
+# own time: at most 3 s after the new primary is up, the hub is on it.
 BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 2.0
 
 
 class PubSubConnection:
@@ -86,7 +88,7 @@ class PubSubConnection:
                 await self._unsubscribe_task
             except asyncio.CancelledError:
                 pass
-        await self._redis.aclose()
+        await redis_url.aclose_client(self._redis)
 
     async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
         """Send SUBSCRIBE for topics not yet subscribed; return the confirmations to wait for."""
@@ -152,7 +154,7 @@ class PubSubConnection:
                 await self._connect_and_read()
             except (redis.RedisError, OSError, TimeoutError) as exc:
                 state = "connection lost" if self._connected.is_set() else "cannot connect"
-                logger.warning("events hub: Redis pub/sub %s (%s: %s)", state, type(exc).__name__, exc)
+                logger.warning("events hub: Redis pub/sub %s (%s)", state, describe_error(exc))
             finally:
                 was_connected = self._connected.is_set()
                 await self._disconnected()

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import params
 from .authorization import denied_topics
 from .conf import conf
-from .connection import get_async_client
+from .connection import describe_error, get_async_client
 from .exceptions import HubUnavailable
 from .handlers import thread_lean, warn_unless_events_handler
 from .hub import get_hub
@@ -118,7 +118,7 @@ async def poll(request: HttpRequest) -> HttpResponseBase:
     except HubUnavailable as exc:
         return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
     except redis.RedisError as exc:
-        logger.warning("events: long-poll failed: %s: %s", type(exc).__name__, exc)
+        logger.warning("events: long-poll failed: %s", describe_error(exc))
         return unavailable("Redis is unreachable. Retry later.")
     response = JsonResponse(answer)
     response["Cache-Control"] = "no-store"
