@@ -42,10 +42,12 @@ logger = logging.getLogger("events.hub")
 # answer for as long again, declares the connection dead).
 IDLE_PING = 5.0
 # Reconnect backoff: doubles from MIN to MAX seconds, with jitter (up to
-# +50%). MAX bounds what a Sentinel failover costs on top of the sentinels'
-# own time: at most 3 s after the new primary is up, the hub is on it.
+# +50%). MAX bounds what an outage or a Sentinel failover costs on top of
+# Redis's own time: at most 1.5 s after Redis (or the new primary) is back,
+# the hub is on it. A reconnect attempt is one connection (and, with
+# Sentinel, one question to a sentinel): cheap enough once a second.
 BACKOFF_MIN = 0.1
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 
 
 class PubSubConnection:

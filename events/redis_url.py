@@ -38,6 +38,9 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 Kind = Literal["single", "unix", "sentinel"]
 
@@ -283,7 +286,10 @@ def _tls_options(options: dict[str, str]) -> dict[str, Any]:
 def sync_client(location: RedisLocation, **options: Any) -> redis.Redis:
     """A thread-safe, pooled client; ``options`` are redis-py connection options (timeouts, retry)."""
     if location.kind == "sentinel":
-        manager = redis.sentinel.Sentinel(list(location.addresses), sentinel_kwargs=location.sentinel_kwargs())  # type: ignore[no-untyped-call]
+        # One try per sentinel and query: discover_master() moves on to the
+        # next sentinel itself, and a publish must not back off behind it.
+        sentinel_kwargs = {**location.sentinel_kwargs(), "retry": Retry(NoBackoff(), 0)}
+        manager = redis.sentinel.Sentinel(list(location.addresses), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
             location.service, db=location.db, username=location.username, password=location.password, **options
         )
@@ -294,7 +300,8 @@ def sync_client(location: RedisLocation, **options: Any) -> redis.Redis:
 def async_client(location: RedisLocation, **options: Any) -> redis.asyncio.Redis:
     """An asyncio client (bound to the running loop); ``options`` as for :func:`sync_client`."""
     if location.kind == "sentinel":
-        manager = redis.asyncio.sentinel.Sentinel(list(location.addresses), sentinel_kwargs=location.sentinel_kwargs())  # type: ignore[no-untyped-call]
+        sentinel_kwargs = {**location.sentinel_kwargs(), "retry": AsyncRetry(NoBackoff(), 0)}
+        manager = redis.asyncio.sentinel.Sentinel(list(location.addresses), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         client: redis.asyncio.Redis = manager.master_for(
             location.service, db=location.db, username=location.username, password=location.password, **options
         )
