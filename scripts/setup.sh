@@ -74,10 +74,12 @@ ensure_venv() {  # $1: requirements file
     fi
 }
 
-redis_up() {  # $1: URL
+redis_up() {  # $1: URL (any form EVENTS["REDIS_URL"] accepts, Sentinel and TLS included)
     "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
-import sys, redis
-redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+import sys
+sys.path.insert(0, ".")
+from events.redis_url import parse, sync_client
+sync_client(parse(sys.argv[1]), socket_connect_timeout=1).ping()
 PY
 }
 
@@ -90,8 +92,9 @@ ensure_redis() {  # starts a local Redis for REDIS_URL if none answers
     ensure_redis_binary
     if redis_up "$url"; then return; fi
     local port
-    port="$("$VENV/bin/python" -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u.port or 6379) if u.hostname in ("127.0.0.1", "localhost") else print("")' "$url")"
-    [ -n "$port" ] || die "Redis at $url does not answer, and it is not local, so it cannot be started here"
+    port="$("$VENV/bin/python" -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u.port or 6379) if u.scheme == "redis" and u.hostname in ("127.0.0.1", "localhost") else print("")' "$url" 2>/dev/null || true)"
+    # Never print the URL itself: it may hold a password.
+    [ -n "$port" ] || die "Redis at REDIS_URL does not answer, and it is not a plain local redis:// URL, so it cannot be started here"
     say "starting a local redis-server on port $port (data in .run/, not persisted)"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
         --dir "$RUN_DIR" --logfile "$RUN_DIR/redis-$port.log" --pidfile "$RUN_DIR/redis-$port.pid"
@@ -101,6 +104,8 @@ ensure_redis() {  # starts a local Redis for REDIS_URL if none answers
 
 ensure_test_services() {
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+    # The TLS tests make a throw-away CA and certificates with openssl.
+    command -v openssl >/dev/null || apt_install openssl
     [ -x /usr/bin/chromium ] || apt_install chromium
     # Fonts, so screenshots show text. Nice to have, so never fatal.
     have_fonts || install_fonts

@@ -121,9 +121,7 @@ def _sentinel(primary_port: int) -> Process:
     ]
     # The sentinel rewrites its config file, so it gets its own writable copy.
     (directory / "sentinel.conf").write_text("\n".join(lines) + "\n")
-    return Process(
-        port, directory, ["redis-server", str(directory / "sentinel.conf"), "--sentinel"], SENTINEL_PASSWORD
-    )
+    return Process(port, directory, ["redis-server", str(directory / "sentinel.conf"), "--sentinel"], SENTINEL_PASSWORD)
 
 
 @dataclass

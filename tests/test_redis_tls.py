@@ -97,7 +97,7 @@ def test_a_wrong_ca_makes_publish_fail_clearly(tls_redis: TLSRedis, topic: str) 
     with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": tls_redis.url(ca=tls_redis.wrong_ca)}):
         started = time.monotonic()
         try:
-            with pytest.raises(PublishError, match="(?i)certificate verify failed"):
+            with pytest.raises(PublishError, match=r"(?i)certificate verify failed"):
                 publish(topic)
         finally:
             close_sync_clients()
