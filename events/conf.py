@@ -184,7 +184,11 @@ class DottedPaths(Setting[list[str] | None]):
 class Settings:
     """Every key of ``EVENTS``, declared once; ``conf.KEY`` is its typed value."""
 
-    REDIS_URL = Text("redis://127.0.0.1:6379/0", "Redis to use", env="REDIS_URL")
+    REDIS_URL = Text(
+        "redis://127.0.0.1:6379/0",
+        "Redis to use: single server, unix socket, TLS or Sentinel (see [Redis URL](#redis-url))",
+        env="REDIS_URL",
+    )
     PREFIX = Text("events", "key and channel prefix", env="EVENTS_PREFIX")
     HEARTBEAT = Float(15.0, "seconds between heartbeat comments", minimum=0.01, env="EVENTS_HEARTBEAT")
     LONGPOLL_TIMEOUT = Float(25.0, "seconds a long-poll waits", minimum=0.01, env="EVENTS_LONGPOLL_TIMEOUT")

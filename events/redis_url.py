@@ -341,4 +341,5 @@ def is_configuration_error(exc: BaseException) -> bool:
         if isinstance(seen, redis.ResponseError) and str(seen).startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
             return True
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    # Sentinel folds what each sentinel answered into one MasterNotFoundError.
+    return any(sign in str(exc) for sign in ("CERTIFICATE_VERIFY_FAILED", "AuthenticationError", "WRONGPASS"))

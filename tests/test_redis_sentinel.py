@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from events import PublishError, current_id, publish
 from events.connection import close_sync_clients, history_key
 
 from .redis_ha import DATA_PASSWORD, DOWN_AFTER_MS, REPL_USER, SENTINEL_PASSWORD, SentinelSetup, start_sentinel_setup
-from .servers import UvicornServer, wait_for
+from .servers import ROOT, UvicornServer, wait_for
 from .sse import Frame, SSEStream, open_stream
 
 # Documented bound (README, "High availability"): publish() gives up within
@@ -237,6 +239,26 @@ async def _check_outage(ha: SentinelSetup, workers: list[UvicornServer], topic: 
     for worker in workers:
         answer = health(worker)
         assert answer.status_code == 503 and answer.json()["status"] == "unavailable", answer.text
+
+
+def test_wrong_passwords_stop_the_server_at_start_up(ha: SentinelSetup, events_prefix: str) -> None:
+    """A sentinel password or a Redis password that is refused is a clear start-up error, never a hang."""
+    wrong_sentinel = ha.url.replace(f"sentinel_password={SENTINEL_PASSWORD}", "sentinel_password=not-it")
+    wrong_data = ha.url.replace(f":{DATA_PASSWORD}@", ":not-it-either@")
+    for url, secret in ((wrong_sentinel, "not-it"), (wrong_data, "not-it-either")):
+        env = {
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "REDIS_URL": url,
+            "EVENTS_PREFIX": events_prefix,
+            "PATH": "/usr/bin:/bin",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "uvicorn", "project.asgi:application", "--port", "0", "--lifespan", "on"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "ImproperlyConfigured" in result.stderr and "AuthenticationError" in result.stderr, result.stderr
+        assert secret not in result.stderr
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
