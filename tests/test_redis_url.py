@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from django.test import override_settings
 
@@ -18,6 +19,7 @@ from events.checks import check_settings
 from events.connection import close_sync_clients
 from events.redis_url import InvalidRedisURL, mask, parse
 
+from .redis_ha import Process
 from .servers import ROOT, RedisServer, UvicornServer, free_port, wait_for
 
 SECRET = "pa:ss@w0rd/#?"
@@ -220,3 +222,32 @@ def test_a_password_protected_redis_works_and_its_password_stays_out_of_sight(
     assert health.status_code == 503
     for text in (health.text, metrics.text, srv.log()):
         assert "s3cret-pw" not in text
+
+
+def test_a_unix_socket_url_works_end_to_end(
+    tmp_path: Path, start_server: Callable[..., UvicornServer], topic: str
+) -> None:
+    socket_path = tmp_path / "redis.sock"
+    server = Process(
+        0,
+        tmp_path,
+        ["redis-server", "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        None,
+    )  # fmt: skip
+    server.client = lambda: redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=1)  # type: ignore[method-assign]
+    server.start()
+    try:
+        url = f"unix://{socket_path}?db=3"
+        srv = start_server({"REDIS_URL": url})
+        with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": url}):
+            try:
+                event_id = publish(topic)
+            finally:
+                close_sync_clients()
+        answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0", timeout=10).json()
+        assert [event["id"] for event in answer["events"]] == [event_id]
+        with redis.Redis(unix_socket_path=str(socket_path), db=3) as direct:
+            assert direct.exists(f"{settings.EVENTS['PREFIX']}:history")
+    finally:
+        server.stop()
