@@ -48,6 +48,8 @@ IDLE_PING = 5.0
 # Sentinel, one question to a sentinel): cheap enough once a second.
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 1.0
+# Seconds between two "cannot connect" warnings while Redis stays away.
+WARN_EVERY = 30.0
 
 
 class PubSubConnection:
@@ -151,12 +153,19 @@ class PubSubConnection:
 
     async def read_forever(self) -> None:
         delay = BACKOFF_MIN
+        loop = asyncio.get_running_loop()
+        warned_at: float | None = None
         while True:
             try:
                 await self._connect_and_read()
             except (redis.RedisError, OSError, TimeoutError) as exc:
-                state = "connection lost" if self._connected.is_set() else "cannot connect"
-                logger.warning("events hub: Redis pub/sub %s (%s)", state, describe_error(exc))
+                lost = self._connected.is_set()
+                # A lost connection is always logged; failed attempts to get
+                # it back (one a second) at most every WARN_EVERY seconds.
+                if lost or warned_at is None or loop.time() - warned_at >= WARN_EVERY:
+                    warned_at = loop.time()
+                    state = "connection lost" if lost else "cannot connect"
+                    logger.warning("events hub: Redis pub/sub %s (%s)", state, describe_error(exc))
             finally:
                 was_connected = self._connected.is_set()
                 await self._disconnected()
