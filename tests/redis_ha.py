@@ -25,9 +25,10 @@ SERVICE = "mymaster"
 DATA_PASSWORD = "data-Secret-7f3a"
 SENTINEL_PASSWORD = "sentinel-Secret-91c2"
 REPL_USER, REPL_PASSWORD = "repl", "repl-Secret-55d0"
-# Short enough for a quick test, long enough to observe the outage (a new
-# stream waits up to 2 s for the hub before it is told to retry).
-DOWN_AFTER_MS = 3000
+# Short enough for a quick test, long enough to observe the outage: a new
+# stream waits up to 2 s for the hub before it is told to retry, and the
+# sentinels may see the primary as down up to 1 s (their PING period) early.
+DOWN_AFTER_MS = 4000
 
 
 def _require_redis_server() -> None:
