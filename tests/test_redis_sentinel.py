@@ -41,8 +41,9 @@ from .redis_ha import DATA_PASSWORD, DOWN_AFTER_MS, REPL_USER, SENTINEL_PASSWORD
 from .servers import ROOT, UvicornServer, wait_for
 from .sse import Frame, SSEStream, open_stream
 
-# Documented bound (README, "High availability"): publish() gives up within
-# about 2 s when the sentinels answer; on loopback it is much faster.
+# README, "High availability": with the sentinels answering and the dead
+# primary refusing connections, publish() fails in milliseconds; the bound
+# leaves room for a loaded machine.
 PUBLISH_FAILS_WITHIN = 3.0
 # SIGKILL to events flowing: the sentinels' detection and failover, plus at
 # most a few seconds of ours (reconnect backoff is capped at 2 s + jitter).
