@@ -118,21 +118,27 @@ class RedisLocation:
 
 # Masking -------------------------------------------------------------------
 
-# "scheme://user:password@" — the password is whatever follows the first ":"
-# of the userinfo, up to the last "@" before the path.
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#]*)@")
+# Everything from "?" on: query options whose name ends in "password".
 _SECRET_QUERY = re.compile(r"(?P<name>[?&](?:[a-z_]*password))=(?P<value>[^&#]*)", re.IGNORECASE)
 
 
 def mask(url: str) -> str:
-    """``url`` with every password replaced by ``***``; safe on malformed URLs too."""
+    """``url`` with every password replaced by ``***``; safe on malformed URLs too.
 
-    def userinfo(match: re.Match[str]) -> str:
-        user, colon, _password = match["userinfo"].partition(":")
-        return f"{match['head']}{user}{':' + MASK if colon else ''}@"
-
-    url = _USERINFO.sub(userinfo, url, count=1)
-    return _SECRET_QUERY.sub(lambda m: f"{m['name']}={MASK}", url)
+    The user info is everything up to the last ``@`` before the query, so a
+    password with an unencoded ``/``, ``#`` or ``@`` is still masked whole.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    else:
+        head += sep
+    before_query, question, query = rest.partition("?")
+    userinfo, at, after = before_query.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        before_query = f"{user}{':' + MASK if colon else ''}@{after}"
+    return _SECRET_QUERY.sub(lambda m: f"{m['name']}={MASK}", f"{head}{before_query}{question}{query}")
 
 
 # Parsing -------------------------------------------------------------------

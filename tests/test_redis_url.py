@@ -126,10 +126,13 @@ def test_malformed_urls_are_check_errors_naming_the_mistake(url: str, says: str)
     assert says in error.msg
 
 
-def test_a_check_error_masks_the_password() -> None:
-    with override_settings(EVENTS={"REDIS_URL": "redis://user:hunter2@localhost:port/0"}):
+@pytest.mark.parametrize(
+    "url", ["redis://user:hunter2@localhost:port/0", "user:hunter2@localhost:6379", "redis://user:hun#ter2@localhost"]
+)
+def test_a_check_error_masks_the_password(url: str) -> None:
+    with override_settings(EVENTS={"REDIS_URL": url}):
         [error] = check_settings()
-    assert "hunter2" not in error.msg
+    assert "hunter2" not in error.msg and "hun#ter2" not in error.msg
     assert "user:***@localhost" in error.msg
 
 
@@ -146,7 +149,9 @@ def test_a_check_error_masks_the_password() -> None:
             "redis+sentinel://:hunter2@a:1,b:2/m/0?sentinel_password=hunter3&x=1",
             "redis+sentinel://:***@a:1,b:2/m/0?sentinel_password=***&x=1",
         ),
-        ("not a url :hunter2@", "not a url :hunter2@"),
+        ("redis://:hun/ter#2@host/0", "redis://:***@host/0"),
+        ("user:hunter2@localhost:6379", "user:***@localhost:6379"),
+        ("not a url", "not a url"),
     ],
 )
 def test_mask(url: str, masked: str) -> None:
