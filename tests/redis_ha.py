@@ -168,7 +168,7 @@ def start_sentinel_setup() -> SentinelSetup:
 
         def replicating() -> bool:
             with replica.client() as client:
-                return client.info("replication").get("master_link_status") == "up"
+                return bool(client.info("replication").get("master_link_status") == "up")
 
         wait_for(replicating, 15, "the replica to sync with the primary")
         for _ in range(3):
