@@ -109,6 +109,7 @@ ensure_test_services() {
     [ -x /usr/bin/chromium ] || apt_install chromium
     # Fonts, so screenshots show text. Nice to have, so never fatal.
     have_fonts || install_fonts
+    ensure_htmx
 }
 
 have_fonts() {
@@ -123,4 +124,13 @@ install_fonts() {
     else
         say "no fonts found (fc-list): browser screenshots will show boxes; install fonts-dejavu-core to fix"
     fi
+}
+
+HTMX_VERSION="2.0.11"
+ensure_htmx() {  # htmx 2 from npm, for the browser tests only (never shipped): .run/npm/
+    [ -f "$RUN_DIR/npm/node_modules/htmx.org/dist/htmx.min.js" ] && return
+    command -v npm >/dev/null || apt_install npm
+    say "installing htmx.org@$HTMX_VERSION from npm (browser tests only)"
+    npm install --silent --no-audit --no-fund --prefix "$RUN_DIR/npm" "htmx.org@$HTMX_VERSION" >/dev/null \
+        || die "npm could not install htmx.org@$HTMX_VERSION"
 }

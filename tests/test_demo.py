@@ -105,8 +105,9 @@ def test_joining_without_a_name_changes_nothing(client: Client) -> None:
 
 
 def live_config(html: str) -> dict[str, Any]:
-    start = html.index('<script id="live-config" type="application/json">') + len(
-        '<script id="live-config" type="application/json">'
+    """The subscribe config rendered by the {% live_events %} tag."""
+    start = html.index('<script id="live-events" type="application/json">') + len(
+        '<script id="live-events" type="application/json">'
     )
     return json.loads(html[start : html.index("</script>", start)])  # type: ignore[no-any-return]
 

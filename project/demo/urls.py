@@ -9,6 +9,7 @@ urlpatterns: list[URLPattern] = [
     path("", views.board, name="board"),
     path("api/board/", views.board_data, name="board-data"),
     path("api/me/", views.private_data, name="private-data"),
+    path("fragments/board/", views.board_fragment, name="board-fragment"),
     path("trackers/<slug:slug>/", views.change, name="change"),
     path("join/", views.join, name="join"),
     path("leave/", views.leave, name="leave"),

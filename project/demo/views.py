@@ -25,7 +25,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from events import acurrent_id
 from events.authorization import user_topic
-from events.conf import conf
 
 from .board import BOARD_TOPIC, board_state, change_tracker, private_state
 from .models import Tracker
@@ -61,23 +60,27 @@ async def board(request: HttpRequest) -> HttpResponse:
     topics = [BOARD_TOPIC]
     if user.is_authenticated:
         topics.append(user_topic(user))
-    config = {
-        "streamUrl": reverse("events:stream"),
-        "pollUrl": reverse("events:poll"),
-        "boardUrl": reverse("demo:board-data"),
-        "privateUrl": reverse("demo:private-data"),
+    # The page's own URLs; the {% live_events %} tag renders the subscribe config.
+    config = {"boardUrl": reverse("demo:board-data"), "privateUrl": reverse("demo:private-data")}
+    context = {
+        "board": state,
+        "private": private,
+        "config": config,
         "topics": topics,
-        "lastEventId": last_event_id,
-        # Abort a long-poll a little after the server would have answered it.
-        "pollTimeout": int((conf.LONGPOLL_TIMEOUT + 5) * 1000),
+        "last_event_id": last_event_id,
     }
-    context = {"board": state, "private": private, "config": config}
     return _no_store(render(request, "demo/board.html", context))
 
 
 @require_GET
 def board_data(request: HttpRequest) -> HttpResponse:
     return _no_store(JsonResponse(board_state()))
+
+
+@require_GET
+def board_fragment(request: HttpRequest) -> HttpResponse:
+    """The trackers as an HTML fragment, for pages that re-fetch with htmx on ``live:board``."""
+    return _no_store(render(request, "demo/board_fragment.html", {"board": board_state()}))
 
 
 @require_GET

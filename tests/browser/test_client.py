@@ -39,11 +39,15 @@ RECORD_ATTEMPTS = """() => {
 }"""
 
 SUBSCRIBE = """([topic, options]) => {
-  const config = JSON.parse(document.getElementById("live-config").textContent);
+  const config = LiveEvents.config();
   const probe = { events: [], resets: [], errors: [], states: [] };
   window.probe = probe;
   probe.sub = LiveEvents.subscribe(options.noStream ? null : config.streamUrl, [topic], (e) => probe.events.push(e),
     Object.assign({
+      // A connection of its own, as the demo's subscription in the page would
+      // otherwise share it: these tests are about one connection's transport
+      // (sharing is tested in test_sharing.py).
+      share: false,
       pollUrl: config.pollUrl,
       onReset: (e) => probe.resets.push(e),
       onError: (e) => probe.errors.push({ message: e.message, status: e.status }),

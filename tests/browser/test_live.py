@@ -80,9 +80,7 @@ def test_private_topic_reaches_only_its_user(open_board: Callable[..., Page], ar
     alice_topic = alice.evaluate("window.demo.subscription.topics[1]")
     assert alice_topic.startswith("user:")
     for endpoint in ("stream", "poll"):
-        url = bob.evaluate(
-            f"new URL(JSON.parse(document.getElementById('live-config').textContent).{endpoint}Url, location).href"
-        )
+        url = bob.evaluate(f"new URL(LiveEvents.config().{endpoint}Url, location).href")
         response = bob.request.get(url, params={"topic": alice_topic})
         assert response.status == 403, (endpoint, response.status, response.text())
         assert alice_topic not in response.text()

@@ -19,11 +19,12 @@ from .test_live import tracker, value_of
 URLS_IN_PAGE = """() => {
   const attribute = (selector, name) => Array.from(document.querySelectorAll(selector), (el) => el.getAttribute(name));
   const config = JSON.parse(document.getElementById("live-config").textContent);
+  const live = LiveEvents.config();  // rendered by {% live_events %}
   return {
     fetched: attribute("a[href]", "href").concat(attribute("link[href]", "href"), attribute("script[src]", "src"),
       [config.boardUrl, config.privateUrl]),
     posted: attribute("form[action]", "action"),
-    live: [config.streamUrl, config.pollUrl],
+    live: [live.streamUrl, live.pollUrl],
   };
 }"""
 

@@ -1,17 +1,18 @@
 /**
  * events/client.js: live invalidation events in the browser.
  *
- * Server-Sent Events (EventSource) with a long-poll fallback; no dependencies,
- * no build step (ES2017). Load it with a plain <script> tag; it defines
- * `window.LiveEvents` (or `module.exports` under CommonJS).
+ * Server-Sent Events (EventSource) with a long-poll fallback, one connection
+ * per browser shared by all its tabs; no dependencies, no build step (ES2017).
+ * Load it with a plain <script> tag (or `{% load events %}{% live_events %}`);
+ * it defines `window.LiveEvents` (or `module.exports` under CommonJS).
  *
  * API
  *
  *   const sub = LiveEvents.subscribe(streamUrl, topics, onEvent, options)
  *
  *   streamUrl  URL of the SSE endpoint. Render it in the page with
- *              {% url 'events:stream' %}, never hard-code it: then sub-paths
- *              (uvicorn --root-path) just work.
+ *              {% url 'events:stream' %} (or the {% live_events %} tag), never
+ *              hard-code it: then sub-paths (uvicorn --root-path) just work.
  *   topics     array of topic names, e.g. ["board", "user:42"].
  *   onEvent    function (event), event = {id, topic, event, data}: the same
  *              object whether it came over SSE or long-poll.
@@ -20,6 +21,9 @@
  *     lastEventId      resume after this id, e.g. the newest id rendered with the
  *                      page, so nothing published since the page was built is lost.
  *     token            a signed subscribe token (events.make_token), sent as ?token=.
+ *     share            share one connection with the other subscriptions of
+ *                      this page and of the browser's other tabs (default true;
+ *                      see "Sharing" below). false: a connection of its own.
  *     onReset(event)   the server lost track of what you missed: re-fetch
  *                      everything. Without it, onEvent gets the reset event.
  *     onStateChange(state, previous)
@@ -39,10 +43,16 @@
  *                      stream again (default 300000).
  *     stableAfter      ms a stream must stay open to count as working (default 5000).
  *
- *   sub.state          the current state (see onStateChange).
+ *   sub.state          the current state of its connection (see onStateChange).
  *   sub.transport      "stream", "poll" or null.
- *   sub.lastEventId    id of the last event seen (resumes from it).
- *   sub.unsubscribe()  close the connection and stop for good.
+ *   sub.lastEventId    id of the last event this subscription handled.
+ *   sub.leader         true in the tab that holds the shared connection.
+ *   sub.unsubscribe()  stop for good (the shared connection stays for the others).
+ *
+ *   LiveEvents.config(id)  the JSON config rendered by {% live_events %}
+ *                      (element id, default "live-events"), or null.
+ *   LiveEvents.page    the subscription {% live_events %} made by itself
+ *                      (when given topics and not subscribe=False), or null.
  *
  * Example
  *
@@ -51,6 +61,13 @@
  *     onReset: refetchEverything,
  *     onStateChange: (state) => { badge.textContent = state; },
  *   });
+ *
+ * DOM events (htmx)
+ *
+ *   Each event delivered to a page is also dispatched once on document.body as
+ *   a bubbling CustomEvent named "live:<topic>" (a reset as "live:reset"),
+ *   event.detail = the event object. With htmx:
+ *   <div hx-get="/fragment/" hx-trigger="live:board from:body">.
  *
  * Behaviour
  *
@@ -66,6 +83,21 @@
  *   it never worked (a proxy that breaks streaming), it long-polls. Each poll
  *   is aborted after pollTimeout; errors are retried with the same backoff,
  *   and a 503's Retry-After is honoured.
+ * - Sharing: over HTTP/1.1 a browser opens at most 6 connections per host for
+ *   all its tabs, so one stream per tab would block the 7th tab. Subscriptions
+ *   with the same stream URL, poll URL, token and withCredentials share one
+ *   connection: within a page directly; across tabs, one tab is the leader
+ *   (it holds a Web Lock named after those; the browser releases it when the
+ *   tab closes or crashes) and owns the only connection, on the union of
+ *   every subscription's topics; the other tabs talk to it over a
+ *   BroadcastChannel of the same name. A subscription bringing a topic the
+ *   connection lacks, or an older id to resume from, makes the leader
+ *   reconnect with the union from the oldest id needed (the server replays;
+ *   each subscription drops the ids it already handled). When the leader goes
+ *   away the next tab in the lock's queue takes over, asks every tab for its
+ *   topics and last id, and resumes from the oldest of them. Without Web Locks
+ *   or BroadcastChannel (or outside a secure context, where Web Locks do not
+ *   exist) each page has its own connection.
  */
 (function (root, factory) {
   "use strict";
@@ -74,6 +106,7 @@
     module.exports = api;
   } else {
     root.LiveEvents = api;
+    api._autoSubscribe();
   }
 })(typeof self !== "undefined" ? self : this, function (root) {
   "use strict";
@@ -82,6 +115,7 @@
     pollUrl: null,
     lastEventId: null,
     token: null,
+    share: true,
     onReset: null,
     onStateChange: null,
     onError: null,
@@ -96,6 +130,12 @@
   };
 
   const RESET = "reset";
+  // How long a new leader collects the other tabs' topics before connecting.
+  const GATHER_MS = 150;
+  // Subscriptions added within this many ms are joined in one reconnection.
+  const JOIN_MS = 20;
+  // Ids of the DOM events a page dispatched lately, so a replay dispatches none twice.
+  const DOM_IDS_KEPT = 1000;
 
   /** Compare two ids "<ms>-<seq>": negative, zero or positive. */
   function compareIds(a, b) {
@@ -104,10 +144,25 @@
     return aMs !== bMs ? aMs - bMs : aSeq - bSeq;
   }
 
+  /** The older of two ids, where null means "unknown" and loses. */
+  function olderId(a, b) {
+    if (a === null) {
+      return b;
+    }
+    if (b === null) {
+      return a;
+    }
+    return compareIds(a, b) <= 0 ? a : b;
+  }
+
   /** Capped exponential backoff with "equal jitter": half fixed, half random. */
   function backoffDelay(failures, options) {
     const ceiling = Math.min(options.maxDelay, options.minDelay * Math.pow(2, Math.max(0, failures - 1)));
     return ceiling / 2 + (Math.random() * ceiling) / 2;
+  }
+
+  function absoluteUrl(url) {
+    return new URL(url, root.location ? root.location.href : undefined).toString();
   }
 
   function withParams(base, params) {
@@ -126,21 +181,36 @@
     }
   }
 
-  class Subscription {
-    constructor(streamUrl, topics, onEvent, options) {
-      if (!Array.isArray(topics) || topics.length === 0) {
-        throw new TypeError("LiveEvents.subscribe: topics must be a non-empty array of names");
-      }
-      if (typeof onEvent !== "function") {
-        throw new TypeError("LiveEvents.subscribe: onEvent must be a function");
-      }
-      this.options = Object.assign({}, DEFAULTS, options || {});
+  function call(callback, ...args) {
+    if (typeof callback !== "function") {
+      return;
+    }
+    try {
+      callback(...args);
+    } catch (error) {
+      report(error); // a failing page callback must not break the connection
+    }
+  }
+
+  function isSubset(names, set) {
+    return names.every((name) => set.has(name));
+  }
+
+  /**
+   * One connection to the server: an EventSource, or the long-poll loop, on a
+   * fixed set of topics. It owns reconnection, backoff and the fallback, and
+   * hands every new event to `handlers.onEvent`.
+   */
+  class Connection {
+    constructor(streamUrl, topics, eventNames, since, options, handlers) {
       this.streamUrl = streamUrl;
-      this.topics = topics.slice();
-      this.onEvent = onEvent;
+      this.topics = topics;
+      this.eventNames = eventNames;
+      this.options = options;
+      this.handlers = handlers; // {onEvent, onState, onWorking, onFatal}
       this.state = "connecting";
       this.transport = null;
-      this.lastEventId = this.options.lastEventId || null;
+      this.lastEventId = since;
 
       this._closed = false;
       this._source = null; // the current EventSource
@@ -151,18 +221,15 @@
       this._streamWorked = false; // has any stream delivered an event or stayed open?
       this._fallbackSince = null; // when the fallback to long-poll started
 
-      const canStream = typeof root.EventSource === "function" && Boolean(streamUrl);
-      if (canStream) {
+      if (typeof root.EventSource === "function" && Boolean(streamUrl)) {
         this._openStream();
-      } else if (this.options.pollUrl) {
-        this._startPolling();
       } else {
-        throw new Error("LiveEvents.subscribe: EventSource is unavailable and no pollUrl was given");
+        this._startPolling();
       }
     }
 
     /** Close the connection and stop for good. */
-    unsubscribe() {
+    close() {
       if (this._closed) {
         return;
       }
@@ -172,10 +239,7 @@
         this._abort.abort();
       }
       clearTimeout(this._timer);
-      this._setState("closed");
     }
-
-    // --- shared --------------------------------------------------------------
 
     _params() {
       const params = this.topics.map((topic) => ["topic", topic]);
@@ -186,22 +250,9 @@
     }
 
     _setState(state) {
-      if (state === this.state) {
-        return;
-      }
-      const previous = this.state;
-      this.state = state;
-      this._call(this.options.onStateChange, state, previous);
-    }
-
-    _call(callback, ...args) {
-      if (typeof callback !== "function") {
-        return;
-      }
-      try {
-        callback(...args);
-      } catch (error) {
-        report(error); // a failing page callback must not break the connection
+      if (state !== this.state) {
+        this.state = state;
+        this.handlers.onState(state, this.transport);
       }
     }
 
@@ -213,7 +264,7 @@
         if (event.id) {
           this.lastEventId = event.id;
         }
-        this._call(this.options.onReset || this.onEvent, event);
+        this.handlers.onEvent(event);
         return;
       }
       if (event.id && this.lastEventId && compareIds(event.id, this.lastEventId) <= 0) {
@@ -222,17 +273,14 @@
       if (event.id) {
         this.lastEventId = event.id;
       }
-      if (this.options.events.indexOf(event.event) !== -1) {
-        this._call(this.onEvent, event);
-      }
+      this.handlers.onEvent(event);
     }
 
     _fail(error) {
-      this._closed = true;
-      this._stopStream();
-      clearTimeout(this._timer);
-      this._setState("closed");
-      this._call(this.options.onError || report, error);
+      // The owner decides which subscriptions close: a shared connection's
+      // other subscriptions may carry on without the refused topics.
+      this.close();
+      this.handlers.onFatal(error);
     }
 
     _retryLater(delay, action) {
@@ -270,6 +318,7 @@
         if (source === this._source) {
           openedAt = Date.now();
           this._setState("live");
+          this.handlers.onWorking();
         }
       };
       const onMessage = (message) => {
@@ -286,7 +335,7 @@
         }
         this._receive({ id: message.lastEventId || null, topic: body.topic, event: message.type, data: body.data });
       };
-      for (const name of new Set(this.options.events.concat([RESET]))) {
+      for (const name of new Set(this.eventNames.concat([RESET]))) {
         source.addEventListener(name, onMessage);
       }
       source.onerror = () => {
@@ -358,8 +407,12 @@
         if (outcome.body) {
           this._pollFailures = 0;
           this._setState("polling");
+          this.handlers.onWorking();
           for (const event of outcome.body.events) {
             this._receive(event);
+            if (this._closed) {
+              return;
+            }
           }
           if (outcome.body.last_id) {
             this.lastEventId = outcome.body.last_id; // where the next poll continues
@@ -425,10 +478,550 @@
     }
   }
 
+  let nextId = 0;
+  function uniqueId() {
+    nextId += 1;
+    return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${nextId}`;
+  }
+
+  /**
+   * What one page subscribed to: its own topics, event names and callbacks,
+   * and the id of the last event it handled (it drops older ones).
+   */
+  class Subscription {
+    constructor(streamUrl, topics, onEvent, options) {
+      if (!Array.isArray(topics) || topics.length === 0) {
+        throw new TypeError("LiveEvents.subscribe: topics must be a non-empty array of names");
+      }
+      if (typeof onEvent !== "function") {
+        throw new TypeError("LiveEvents.subscribe: onEvent must be a function");
+      }
+      this.options = Object.assign({}, DEFAULTS, options || {});
+      const canStream = typeof root.EventSource === "function" && Boolean(streamUrl);
+      if (!canStream && !this.options.pollUrl) {
+        throw new Error("LiveEvents.subscribe: EventSource is unavailable and no pollUrl was given");
+      }
+      this.id = uniqueId();
+      this.streamUrl = streamUrl;
+      this.topics = topics.slice();
+      this.onEvent = onEvent;
+      this.state = "connecting";
+      this.transport = null;
+      this.lastEventId = this.options.lastEventId || null;
+      // False until the connection is known to bring every event after
+      // lastEventId on our topics; until then events are ignored (the
+      // connection will replay them).
+      this._covered = false;
+      this._closed = false;
+      this._hub = hubFor(this);
+      this._hub.add(this);
+    }
+
+    /** Stop for good; a shared connection stays open for the other subscriptions. */
+    unsubscribe() {
+      if (this._closed) {
+        return;
+      }
+      this._closed = true;
+      this._hub.remove(this);
+      this._setState("closed", this.transport);
+    }
+
+    /** Whether this page holds the (shared) connection: false in the other tabs. */
+    get leader() {
+      return !this._closed && this._hub.leader;
+    }
+
+    /** What the leader needs to know about this subscription. */
+    _info() {
+      return { id: this.id, topics: this.topics, events: this.options.events, pos: this.lastEventId };
+    }
+
+    _setState(state, transport) {
+      this.transport = transport;
+      if (state === this.state) {
+        return;
+      }
+      const previous = this.state;
+      this.state = state;
+      call(this.options.onStateChange, state, previous);
+    }
+
+    /** An event of the shared connection; true when it was handed to the page. */
+    _receive(event) {
+      if (this._closed || !this._covered) {
+        return false;
+      }
+      if (event.event === RESET) {
+        if (event.id) {
+          this.lastEventId = event.id;
+        }
+        call(this.options.onReset || this.onEvent, event);
+        return true;
+      }
+      if (event.id && this.lastEventId && compareIds(event.id, this.lastEventId) <= 0) {
+        return false; // already handled
+      }
+      if (event.id) {
+        this.lastEventId = event.id; // covered: every event of the connection counts
+      }
+      if (this.topics.indexOf(event.topic) === -1 || this.options.events.indexOf(event.event) === -1) {
+        return false;
+      }
+      call(this.onEvent, event);
+      return true;
+    }
+
+    _fail(error) {
+      if (this._closed) {
+        return;
+      }
+      this._closed = true;
+      this._hub.remove(this);
+      this._setState("closed", this.transport);
+      call(this.options.onError || report, error);
+    }
+  }
+
+  /**
+   * The subscriptions of one page that share a connection, and (when it is
+   * the leader) that connection. Across tabs, hubs of the same name talk over
+   * a BroadcastChannel; messages are {type, tab, ...}:
+   *   hello {info}    a subscription (its topics, event names, last id)
+   *   bye {ids}       subscriptions that ended
+   *   leader          a new leader: send your hellos again
+   *   covered {ids}   the connection now brings everything those need
+   *   event {event}   an event of the connection
+   *   state {state, transport}  the connection's state
+   *   fail {ids, error}  the server refused those subscriptions' topics
+   */
+  class Hub {
+    constructor(name, shared) {
+      this.name = name;
+      this.tab = uniqueId();
+      this.local = new Map(); // id -> Subscription of this page
+      this.state = "connecting";
+      this.transport = null;
+      this._domIds = new Set(); // ids recently dispatched as DOM events
+      this._channel = null;
+      this._lockAbort = null;
+      this._releaseLock = null;
+      // Leader only:
+      this.leader = false;
+      this._members = null; // id -> {id, topics, events, pos, tab, covered}
+      this._connection = null;
+      this._confirmed = new Set(); // topics of the last connection that worked
+      this._gathering = false;
+      this._joinTimer = null;
+      this._onPageHide = () => this._leave();
+
+      if (shared) {
+        this._channel = new root.BroadcastChannel(name);
+        this._channel.onmessage = (message) => this._onMessage(message.data);
+        this._lockAbort = new AbortController();
+        root.navigator.locks
+          .request(name, { signal: this._lockAbort.signal }, () => {
+            if (this.local.size === 0) {
+              return undefined; // granted after the page stopped subscribing: pass it on
+            }
+            this._becomeLeader();
+            return new Promise((resolve) => {
+              this._releaseLock = resolve;
+            });
+          })
+          .catch(() => {}); // aborted: this page no longer subscribes
+        root.addEventListener("pagehide", this._onPageHide);
+      } else {
+        this._becomeLeader();
+      }
+    }
+
+    add(sub) {
+      this.local.set(sub.id, sub);
+      sub._setState(this.state, this.transport);
+      if (this.leader) {
+        this._onHello(Object.assign({ tab: this.tab }, sub._info()));
+      } else {
+        this._post({ type: "hello", info: sub._info() });
+      }
+    }
+
+    remove(sub) {
+      if (!this.local.delete(sub.id)) {
+        return;
+      }
+      if (this.leader) {
+        this._members.delete(sub.id);
+      } else {
+        this._post({ type: "bye", ids: [sub.id] });
+      }
+      if (this.local.size === 0) {
+        this._close();
+      }
+    }
+
+    /** The page has no subscription left: close the connection or leave the group. */
+    _close() {
+      if (hubs.get(this.name) === this) {
+        hubs.delete(this.name);
+      }
+      clearTimeout(this._joinTimer);
+      if (this._connection) {
+        this._connection.close();
+        this._connection = null;
+      }
+      if (this._channel) {
+        root.removeEventListener("pagehide", this._onPageHide);
+        if (!this.leader) {
+          this._lockAbort.abort();
+        }
+        this._channel.close();
+      }
+      if (this._releaseLock) {
+        this._releaseLock(); // the next tab in the lock's queue takes over
+      }
+      this.leader = false;
+    }
+
+    /** The page goes away (closed, navigated): tell the leader, if it is another tab. */
+    _leave() {
+      if (!this.leader && this.local.size) {
+        this._post({ type: "bye", ids: Array.from(this.local.keys()) });
+      }
+    }
+
+    _post(message) {
+      if (this._channel) {
+        this._channel.postMessage(Object.assign({ tab: this.tab }, message));
+      }
+    }
+
+    _onMessage(message) {
+      if (!message || message.tab === this.tab) {
+        return;
+      }
+      switch (message.type) {
+        case "hello":
+          if (this.leader) {
+            this._onHello(Object.assign({ tab: message.tab }, message.info));
+          }
+          break;
+        case "bye":
+          if (this.leader) {
+            for (const id of message.ids) {
+              this._members.delete(id);
+            }
+          }
+          break;
+        case "leader":
+          // Another tab leads now: it knows nothing of ours. Until it says our
+          // subscriptions are covered, they ignore events (it will replay them).
+          for (const sub of this.local.values()) {
+            sub._covered = false;
+            this._post({ type: "hello", info: sub._info() });
+          }
+          break;
+        case "covered":
+          this._cover(message.ids);
+          break;
+        case "event":
+          this._dispatch(message.event);
+          break;
+        case "state":
+          this._setState(message.state, message.transport);
+          break;
+        case "fail":
+          this._failLocal(message.ids, message.error);
+          break;
+      }
+    }
+
+    _cover(ids) {
+      for (const id of ids) {
+        const sub = this.local.get(id);
+        if (sub) {
+          sub._covered = true;
+        }
+      }
+    }
+
+    _setState(state, transport) {
+      this.state = state;
+      this.transport = transport;
+      for (const sub of Array.from(this.local.values())) {
+        sub._setState(state, transport);
+      }
+    }
+
+    /** Hand an event to this page's subscriptions, and once to the DOM. */
+    _dispatch(event) {
+      let delivered = false;
+      for (const sub of Array.from(this.local.values())) {
+        delivered = sub._receive(event) || delivered;
+      }
+      if (delivered) {
+        this._domEvent(event);
+      }
+    }
+
+    _domEvent(event) {
+      const body = root.document && root.document.body;
+      if (!body || typeof root.CustomEvent !== "function") {
+        return;
+      }
+      if (event.id) {
+        const key = `${event.event}:${event.id}`;
+        if (this._domIds.has(key)) {
+          return; // replayed for a subscription that came later: dispatched already
+        }
+        this._domIds.add(key);
+        if (this._domIds.size > DOM_IDS_KEPT) {
+          this._domIds.delete(this._domIds.values().next().value);
+        }
+      }
+      const name = event.event === RESET ? "live:reset" : `live:${event.topic}`;
+      body.dispatchEvent(new root.CustomEvent(name, { bubbles: true, detail: event }));
+    }
+
+    _failLocal(ids, error) {
+      for (const id of ids) {
+        const sub = this.local.get(id);
+        if (sub) {
+          const failure = new Error(error.message);
+          failure.status = error.status;
+          failure.code = error.code;
+          sub._fail(failure);
+        }
+      }
+    }
+
+    // --- the leader ----------------------------------------------------------
+
+    _becomeLeader() {
+      this.leader = true;
+      this._members = new Map();
+      for (const sub of this.local.values()) {
+        sub._covered = false;
+        this._members.set(sub.id, Object.assign({ tab: this.tab, covered: false }, sub._info()));
+      }
+      if (this._channel) {
+        // Collect every tab's subscriptions, then connect once for all.
+        this._gathering = true;
+        this._post({ type: "leader" });
+        this._joinTimer = setTimeout(() => this._reconnect(), GATHER_MS);
+      } else {
+        this._reconnect();
+      }
+    }
+
+    /** Whether the current connection brings everything `info` needs from now on. */
+    _covers(info) {
+      const connection = this._connection;
+      if (!connection || !isSubset(info.topics, new Set(connection.topics))) {
+        return false;
+      }
+      if (!isSubset(info.events, new Set(connection.eventNames))) {
+        return false;
+      }
+      // Events after info.pos already handed out by this connection were not
+      // seen by the new subscription: only a connection that has handed out
+      // nothing newer covers it.
+      const handedOut = connection.lastEventId;
+      return info.pos === null || (handedOut !== null && compareIds(info.pos, handedOut) >= 0);
+    }
+
+    _onHello(info) {
+      info.covered = false;
+      this._members.set(info.id, info);
+      if (this._gathering) {
+        return;
+      }
+      if (this._covers(info)) {
+        info.covered = true;
+        this._announceCovered([info.id]);
+        this._post({ type: "state", state: this.state, transport: this.transport });
+      } else {
+        // Join the subscriptions arriving together (tabs opened at once) in one reconnection.
+        clearTimeout(this._joinTimer);
+        this._joinTimer = setTimeout(() => this._reconnect(), JOIN_MS);
+      }
+    }
+
+    _announceCovered(ids) {
+      this._cover(ids);
+      this._post({ type: "covered", ids });
+    }
+
+    /** (Re)connect on the union of every subscription, from the oldest id one needs. */
+    _reconnect() {
+      this._gathering = false;
+      if (!this.leader || this._members.size === 0) {
+        return;
+      }
+      const topics = new Set();
+      const events = new Set();
+      // Covered subscriptions have everything up to what the connection handed out.
+      let since = this._connection ? this._connection.lastEventId : null;
+      for (const info of this._members.values()) {
+        info.topics.forEach((topic) => topics.add(topic));
+        info.events.forEach((name) => events.add(name));
+        if (!info.covered && info.pos !== null) {
+          since = olderId(since, info.pos);
+        }
+      }
+      if (this._connection) {
+        this._connection.close();
+      }
+      // Said before the new connection can deliver anything (one sender's
+      // messages arrive in order).
+      const ids = Array.from(this._members.keys());
+      for (const info of this._members.values()) {
+        info.covered = true;
+      }
+      this._announceCovered(ids);
+      // Timings and credentials: those of this page's first subscription.
+      const first = this.local.values().next().value;
+      const options = first.options;
+      // Declared first: the handlers may run while the constructor starts a
+      // long-poll, before `connection` is assigned (and then ignore it).
+      let connection = null;
+      connection = new Connection(
+        first.streamUrl,
+        Array.from(topics),
+        Array.from(events),
+        since,
+        options,
+        {
+          onEvent: (event) => {
+            if (connection === this._connection) {
+              this._post({ type: "event", event });
+              this._dispatch(event);
+            }
+          },
+          onState: (state, transport) => {
+            if (connection === this._connection) {
+              this._post({ type: "state", state, transport });
+              this._setState(state, transport);
+            }
+          },
+          onWorking: () => {
+            if (connection === this._connection) {
+              this._confirmed = new Set(connection.topics);
+            }
+          },
+          onFatal: (error) => {
+            if (connection === this._connection) {
+              this._onFatal(error);
+            }
+          },
+        },
+      );
+      this._connection = connection;
+      const state = connection.state;
+      this._post({ type: "state", state, transport: connection.transport });
+      this._setState(state, connection.transport);
+    }
+
+    /**
+     * The server refused the connection's topics (a 4xx). When only topics
+     * added since the connection last worked can be the cause, only the
+     * subscriptions that brought them fail; the others reconnect without them.
+     */
+    _onFatal(error) {
+      this._connection = null;
+      const newcomers = [];
+      for (const info of this._members.values()) {
+        if (!isSubset(info.topics, this._confirmed)) {
+          newcomers.push(info.id);
+        }
+      }
+      const blameNewcomers = this._confirmed.size > 0 && newcomers.length < this._members.size;
+      const failed = blameNewcomers ? newcomers : Array.from(this._members.keys());
+      const detail = { message: error.message, status: error.status, code: error.code };
+      for (const id of failed) {
+        this._members.delete(id);
+      }
+      this._post({ type: "fail", ids: failed, error: detail });
+      // Failing a local subscription may close this hub (no page subscription left).
+      this._failLocal(failed, detail);
+      if (this.leader && this._members.size > 0) {
+        this._reconnect();
+      }
+    }
+  }
+
+  // The hub of each connection name in this page.
+  const hubs = new Map();
+
+  function canShareAcrossTabs() {
+    return (
+      root.isSecureContext === true &&
+      typeof root.BroadcastChannel === "function" &&
+      Boolean(root.navigator && root.navigator.locks && typeof root.navigator.locks.request === "function") &&
+      typeof AbortController === "function"
+    );
+  }
+
+  function hubFor(sub) {
+    const options = sub.options;
+    if (options.share === false) {
+      return new Hub(null, false); // a connection of its own
+    }
+    const name =
+      "live-events " +
+      JSON.stringify([
+        sub.streamUrl ? absoluteUrl(sub.streamUrl) : "",
+        options.pollUrl ? absoluteUrl(options.pollUrl) : "",
+        options.token || "",
+        Boolean(options.withCredentials),
+      ]);
+    let hub = hubs.get(name);
+    if (!hub) {
+      hub = new Hub(name, canShareAcrossTabs());
+      hubs.set(name, hub);
+    }
+    return hub;
+  }
+
   /** Subscribe to `topics`; see the API at the top of this file. */
   function subscribe(streamUrl, topics, onEvent, options) {
     return new Subscription(streamUrl, topics, onEvent, options);
   }
 
-  return { subscribe, Subscription, compareIds, backoffDelay };
+  /** The JSON config rendered by the {% live_events %} template tag, or null. */
+  function config(id) {
+    const element = root.document && root.document.getElementById(id || "live-events");
+    return element ? JSON.parse(element.textContent) : null;
+  }
+
+  /** The subscribe() options a {% live_events %} config carries. */
+  function optionsFrom(settings) {
+    return {
+      pollUrl: settings.pollUrl,
+      lastEventId: settings.lastEventId,
+      token: settings.token,
+      pollTimeout: settings.pollTimeout,
+    };
+  }
+
+  const api = {
+    subscribe,
+    config,
+    optionsFrom,
+    page: null,
+    Subscription,
+    compareIds,
+    backoffDelay,
+    // Called once when loaded by a <script> tag: {% live_events "topic" %}
+    // subscribes by itself (the page then gets "live:<topic>" DOM events).
+    _autoSubscribe() {
+      const script = root.document && root.document.currentScript;
+      const id = script && script.dataset && script.dataset.liveEvents;
+      const settings = id ? config(id) : null;
+      if (settings && settings.subscribe && settings.topics && settings.topics.length) {
+        api.page = subscribe(settings.streamUrl, settings.topics, () => {}, optionsFrom(settings));
+      }
+    },
+  };
+  return api;
 });

@@ -8,8 +8,9 @@
   "use strict";
 
   const config = JSON.parse(document.getElementById("live-config").textContent);
+  const live = LiveEvents.config(); // rendered by {% live_events %}
   const byId = (id) => document.getElementById(id);
-  const status = { connects: 0, resets: 0, fetches: 0 };
+  const status = { connects: 0, resets: 0, fetches: 0, received: 0 };
 
   /** Wrap an async loader so calls while it runs coalesce into one more run. */
   function coalescing(load) {
@@ -117,6 +118,7 @@
   }
 
   function onEvent(event) {
+    status.received += 1;
     log(event);
     if (event.topic === "board") {
       refreshBoard();
@@ -142,14 +144,14 @@
     badge.dataset.state = state;
     badge.textContent = LABELS[state] || state;
     byId("transport").textContent = subscription && subscription.transport === "poll" ? "long-poll" : "SSE";
+    // All tabs of this browser share one connection: one of them holds it.
+    byId("sharing").textContent = subscription && !subscription.leader ? "shared with another tab" : "";
     document.body.dataset.connects = String(status.connects);
   }
 
   let subscription = null;
-  subscription = LiveEvents.subscribe(config.streamUrl, config.topics, onEvent, {
-    pollUrl: config.pollUrl,
-    lastEventId: config.lastEventId,
-    pollTimeout: config.pollTimeout,
+  subscription = LiveEvents.subscribe(live.streamUrl, live.topics, onEvent, {
+    ...LiveEvents.optionsFrom(live),
     onReset,
     onStateChange,
   });

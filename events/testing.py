@@ -1,0 +1,222 @@
+"""Test helpers for projects that use the events app.
+
+``capture_events()`` records what the code under test publishes, without
+Redis by default, so unit tests need none::
+
+    from events.testing import capture_events
+
+    def test_renaming_invalidates_the_board(client):
+        with capture_events() as published:
+            client.post("/trackers/spiders/rename/", {"name": "Big spiders"})
+        assert published.topics == ["board"]
+
+``open_stream()`` opens the app's SSE endpoint in-process (Django's
+``AsyncClient``, the real view, hub and Redis) for integration tests and
+awaits the next event with a timeout::
+
+    from events import apublish
+    from events.testing import open_stream
+
+    async def test_the_board_hears_about_it():
+        async with open_stream(["board"]) as stream:
+            await apublish("board", {"id": 1})
+            event = await stream.next_event(timeout=5)
+        assert (event.topic, event.data) == ("board", {"id": 1})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from django.test import AsyncClient
+from django.urls import reverse
+
+from . import publishing
+
+__all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", "open_stream"]
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """One event: what a client receives (``data`` decoded from the JSON sent)."""
+
+    topic: str | None
+    event: str
+    data: Any
+    id: str
+
+
+class CapturedEvents(list[PublishedEvent]):
+    """The events published while ``capture_events()`` was active, in order."""
+
+    @property
+    def topics(self) -> list[str | None]:
+        return [event.topic for event in self]
+
+    def on(self, topic: str) -> list[PublishedEvent]:
+        """The events published on ``topic``."""
+        return [event for event in self if event.topic == topic]
+
+
+class capture_events:  # lower case: used like a function, `with capture_events() as published`
+    """Record every ``publish``/``apublish`` (and ``publish_on_commit`` once it runs) while active.
+
+    ``with`` or ``async with``. By default nothing reaches Redis: each publish is
+    validated as usual (a bad topic or payload still raises), recorded, and
+    given a made-up id. ``publish=True`` also publishes to Redis (then the
+    recorded ids are the real ones). ``publish_on_commit`` behaves as in
+    production: inside Django's ``TestCase`` nothing is recorded until the
+    transaction commits, so use ``captureOnCommitCallbacks(execute=True)``.
+    Publishes from other threads are recorded too.
+    """
+
+    def __init__(self, *, publish: bool = False) -> None:
+        self.publishes = publish
+        self.events = CapturedEvents()
+        self._lock = threading.Lock()
+
+    def record(self, topic: str, event: str, payload: str, event_id: str) -> None:
+        with self._lock:
+            self.events.append(PublishedEvent(topic, event, json.loads(payload), event_id))
+
+    def __enter__(self) -> CapturedEvents:
+        publishing.recorders.append(self)
+        return self.events
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        publishing.recorders.remove(self)
+
+    async def __aenter__(self) -> CapturedEvents:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+class EventStream:
+    """An open SSE response of the app, read by a task into a bounded queue.
+
+    The reader task stops reading while the queue is full (the server then
+    treats this client as slow, as it would a real one).
+    """
+
+    QUEUE_SIZE = 1000
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._events: asyncio.Queue[PublishedEvent | None] = asyncio.Queue(self.QUEUE_SIZE)
+        self._reader = asyncio.create_task(self._read(), name="events-testing-stream")
+        self.ended = False
+
+    async def next_event(self, timeout: float = 5.0) -> PublishedEvent:
+        """The next event (heartbeats skipped); TimeoutError if none comes within ``timeout`` seconds."""
+        if self.ended and self._events.empty():
+            raise AssertionError("the stream has ended")
+        try:
+            event = await asyncio.wait_for(self._events.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no event within {timeout} s") from None
+        if event is None:
+            raise AssertionError("the stream has ended")
+        return event
+
+    async def _read(self) -> None:
+        fields: dict[str, str] = {}
+        data: list[str] = []
+        buffer = b""
+        try:
+            async for chunk in self._chunks:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode().rstrip("\r")
+                    if line == "":
+                        if data:
+                            body = json.loads("\n".join(data))
+                            event = PublishedEvent(
+                                body["topic"], fields.get("event", "message"), body["data"], fields.get("id", "")
+                            )
+                            await self._events.put(event)
+                        fields, data = {}, []
+                    elif not line.startswith(":"):
+                        name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if name == "data":
+                            data.append(value)
+                        else:
+                            fields[name] = value
+        finally:
+            self.ended = True
+            if self._events.empty():
+                self._events.put_nowait(None)
+
+    async def aclose(self) -> None:
+        self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            pass
+        closer = getattr(self._chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+class open_stream:  # lower case: used like a function, `async with open_stream([...]) as stream`
+    """Open the app's SSE endpoint (``events:stream``) on ``topics``, in-process, for a test.
+
+    Without ``last_event_id`` it resumes from the newest event id at opening,
+    so everything published after ``open_stream()`` returns is delivered (no
+    race with the subscription). Needs a real Redis. ``client``: a Django
+    ``AsyncClient`` (e.g. logged in with ``aforce_login``) for topics the
+    authorization hook only grants to some users; ``token``: a subscribe token.
+    When the stream started this event loop's hub, leaving stops it again.
+    """
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        *,
+        last_event_id: str | None = None,
+        token: str | None = None,
+        client: AsyncClient | None = None,
+    ) -> None:
+        self.topics = list(topics)
+        self.last_event_id = last_event_id
+        self.token = token
+        self.client = client or AsyncClient()
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> EventStream:
+        from .asgi import shutdown
+        from .history import acurrent_id
+        from .hub import get_hub
+
+        if not get_hub().started:
+            self._stack.push_async_callback(shutdown)  # the hub is ours: stop it when leaving
+        params: dict[str, Any] = {"topic": self.topics}
+        params["last_event_id"] = self.last_event_id or await acurrent_id()
+        if self.token:
+            params["token"] = self.token
+        response = await self.client.get(reverse("events:stream"), params)
+        if response.status_code != 200 or not response.streaming:
+            body = b"" if response.streaming else response.content
+            raise AssertionError(f"the stream answered {response.status_code}: {body.decode(errors='replace')}")
+        stream = EventStream(response.streaming_content)  # type: ignore[attr-defined]
+        self._stack.push_async_callback(stream.aclose)
+        return stream
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
