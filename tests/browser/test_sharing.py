@@ -205,3 +205,20 @@ def test_sharing_can_be_turned_off(
     second.wait_for_function("window.own.state === 'live'")
     wait_for(lambda: open_streams(nginx) == 2, 15, "a second stream of its own")
     assert first.evaluate("window.demo.subscription.state") == "live"
+
+
+def test_without_web_locks_each_tab_has_its_own_stream(
+    open_board: Callable[..., Page], new_context: Callable[..., BrowserContext], nginx: Nginx
+) -> None:
+    context = new_context()
+    # Like a browser without Web Locks (or a page outside a secure context).
+    context.add_init_script("Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });")
+    first, second = open_board(context=context), open_board(context=context)
+    assert first.evaluate("navigator.locks") is None
+    wait_for(lambda: open_streams(nginx) == 2, 15, "a stream per tab")
+    for page in (first, second):
+        assert page.evaluate("window.demo.subscription.leader") is True
+    before = value_of(first)
+    press(second)
+    for page in (first, second):
+        expect(tracker(page).locator(".value")).to_have_text(str(before + 1))

@@ -614,6 +614,11 @@
       this._gathering = false;
       this._joinTimer = null;
       this._onPageHide = () => this._leave();
+      this._onPageShow = (event) => {
+        if (event.persisted) {
+          this._rejoin(); // back from the back/forward cache: the leader forgot us at pagehide
+        }
+      };
 
       if (shared) {
         this._channel = new root.BroadcastChannel(name);
@@ -631,6 +636,7 @@
           })
           .catch(() => {}); // aborted: this page no longer subscribes
         root.addEventListener("pagehide", this._onPageHide);
+        root.addEventListener("pageshow", this._onPageShow);
       } else {
         this._becomeLeader();
       }
@@ -672,6 +678,7 @@
       }
       if (this._channel) {
         root.removeEventListener("pagehide", this._onPageHide);
+        root.removeEventListener("pageshow", this._onPageShow);
         if (!this.leader) {
           this._lockAbort.abort();
         }
@@ -714,12 +721,7 @@
           }
           break;
         case "leader":
-          // Another tab leads now: it knows nothing of ours. Until it says our
-          // subscriptions are covered, they ignore events (it will replay them).
-          for (const sub of this.local.values()) {
-            sub._covered = false;
-            this._post({ type: "hello", info: sub._info() });
-          }
+          this._rejoin();
           break;
         case "covered":
           this._cover(message.ids);
@@ -733,6 +735,20 @@
         case "fail":
           this._failLocal(message.ids, message.error);
           break;
+      }
+    }
+
+    /**
+     * Tell the leader (again) about every subscription of this page. Until it
+     * says they are covered, they ignore events: it will replay those.
+     */
+    _rejoin() {
+      if (this.leader) {
+        return;
+      }
+      for (const sub of this.local.values()) {
+        sub._covered = false;
+        this._post({ type: "hello", info: sub._info() });
       }
     }
 
