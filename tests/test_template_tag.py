@@ -14,6 +14,7 @@ from django.test.utils import override_script_prefix
 from events import current_id, publish
 from events.ids import parse_id
 from events.tokens import granted_topics
+from project import settings as project_settings
 from tests.servers import free_port
 
 
@@ -41,10 +42,12 @@ def test_the_tag_renders_the_config_and_the_client_script(topic: str) -> None:
 
 
 def test_urls_follow_the_script_prefix() -> None:
-    with override_script_prefix("/sub/path/"):
+    # STATIC_URL is prefixed on first read and then cached: read it afresh.
+    with override_script_prefix("/sub/path/"), override_settings(STATIC_URL=project_settings.STATIC_URL):
         html = render('{% live_events "board" %}')
     config = config_of(html)
     assert (config["streamUrl"], config["pollUrl"]) == ("/sub/path/events/stream/", "/sub/path/events/poll/")
+    assert 'src="/sub/path/static/events/client.js"' in html
 
 
 def test_a_signed_token_when_asked_for() -> None:

@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import pytest
 from django.template import Context, Template
+from django.test import override_settings
 from django.test.utils import override_script_prefix
 from playwright.sync_api import BrowserContext, Page, Request, Route
 
 from events import publish
+from project import settings as project_settings
 from tests.servers import ROOT
 
 from .nginx import PREFIX, Nginx
@@ -50,7 +52,8 @@ def htmx_js() -> bytes:
 
 def render_tag(*topics: str) -> str:
     """What ``{% live_events %}`` renders for a page of the site under its sub-path."""
-    with override_script_prefix(f"{PREFIX}/"):
+    # STATIC_URL is prefixed on first read and then cached: read it afresh.
+    with override_script_prefix(f"{PREFIX}/"), override_settings(STATIC_URL=project_settings.STATIC_URL):
         return Template('{% load events %}{% live_events "board" marker %}').render(Context({"marker": topics[0]}))
 
 
