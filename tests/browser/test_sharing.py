@@ -222,3 +222,28 @@ def test_without_web_locks_each_tab_has_its_own_stream(
     press(second)
     for page in (first, second):
         expect(tracker(page).locator(".value")).to_have_text(str(before + 1))
+
+
+def test_a_refused_topic_fails_only_the_subscription_that_brought_it(
+    open_board: Callable[..., Page], new_context: Callable[..., BrowserContext], nginx: Nginx
+) -> None:
+    context = new_context()
+    first, second = open_board(context=context), open_board(context=context)
+    second.evaluate("""() => {
+      const live = LiveEvents.config();
+      window.refused = { errors: [] };
+      window.refused.sub = LiveEvents.subscribe(live.streamUrl, ["user:999999"], () => {}, {
+        ...LiveEvents.optionsFrom(live),
+        onError: (error) => window.refused.errors.push(error.status),
+      });
+    }""")
+    second.wait_for_function("window.refused.sub.state === 'closed'", timeout=30_000)
+    assert second.evaluate("window.refused.errors") == [403]
+    # The others reconnected without the refused topic and still get their events.
+    for page in (first, second):
+        page.wait_for_function("window.demo.subscription.state === 'live'")
+    before = value_of(first)
+    press(second)
+    for page in (first, second):
+        expect(tracker(page).locator(".value")).to_have_text(str(before + 1))
+    wait_for(lambda: open_streams(nginx) == 1, 15, "one stream again")

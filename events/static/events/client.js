@@ -51,6 +51,8 @@
  *
  *   LiveEvents.config(id)  the JSON config rendered by {% live_events %}
  *                      (element id, default "live-events"), or null.
+ *   LiveEvents.optionsFrom(config)  the subscribe() options in such a config
+ *                      (pollUrl, lastEventId, token, pollTimeout).
  *   LiveEvents.page    the subscription {% live_events %} made by itself
  *                      (when given topics and not subscribe=False), or null.
  *
