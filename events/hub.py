@@ -121,7 +121,7 @@ class Hub:
         try:
             waiters = await self.pubsub.subscribe(client.topics)
             if waiters:
-                await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_WAIT)
+                await wait_shared(waiters, SUBSCRIBE_WAIT)
         except (TimeoutError, HubUnavailable, redis.RedisError, OSError) as exc:
             self.detach(client)
             _count_rejected(client, "redis")
@@ -199,6 +199,23 @@ class Hub:
 
 def _count_rejected(client: Subscriber, reason: str) -> None:
     (metrics.STREAMS_REJECTED if client.is_stream else metrics.POLLS_REJECTED).labels(reason).inc()
+
+
+async def wait_shared(futures: list[asyncio.Future[None]], timeout: float) -> None:
+    """Wait for ``futures``, which other clients share; TimeoutError after ``timeout`` seconds.
+
+    Neither ``asyncio.wait_for`` nor ``gather``: on Python <= 3.11 ``wait_for``
+    swallows a cancellation that arrives as the awaited future completes (a
+    client that disconnects at once would keep its slot and subscription for
+    good), and cancelling a ``gather`` cancels its children, the confirmations
+    other clients wait on. ``asyncio.wait`` does neither: it propagates our
+    cancellation and leaves the futures alone.
+    """
+    _, pending = await asyncio.wait(futures, timeout=timeout)
+    if pending:
+        raise TimeoutError
+    for future in futures:
+        future.result()  # raises HubUnavailable if the connection was lost meanwhile
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -75,8 +75,20 @@ class PubSubConnection:
         return self._connected.is_set()
 
     async def wait_connected(self, timeout: float) -> None:
-        """Return once connected; TimeoutError after ``timeout`` seconds."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        """Return once connected; TimeoutError after ``timeout`` seconds.
+
+        Not ``asyncio.wait_for``: on Python <= 3.11 it can swallow the caller's
+        cancellation (see ``hub.wait_shared``).
+        """
+        if self._connected.is_set():
+            return
+        waiter = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait([waiter], timeout=timeout)
+        finally:
+            waiter.cancel()
+        if not self._connected.is_set():
+            raise TimeoutError
 
     def release(self, topics: list[str]) -> None:
         """Unsubscribe soon (in the background) from ``topics``, unless wanted again by then."""
