@@ -1,15 +1,23 @@
 """History: reading the bounded Redis Stream to replay what a client missed.
 
-One Lua script reads, atomically, the stream's last generated id, its first
-retained id, whether anything was ever trimmed away, whether the client's id
-is in the stream, and the entries after it on the wanted topics. From those:
+A replay is read in batches: one Lua script run reads, atomically, the
+stream's last generated id, its first retained id, whether anything was ever
+trimmed away, whether the client's id is in the stream, and at most
+:data:`BATCH` entries after it, of which it returns those on the wanted
+topics. Whatever the history's length, one run costs Redis a few
+milliseconds; a long replay is several runs, each resuming where the previous
+one stopped (other clients' commands run in between). From each batch:
 
 - an id that is in the stream (or ``0-0`` with nothing trimmed): the entries
   after it are the complete, ordered replay;
 - an id older than the first retained entry, after trimming: events after it
   may be gone, it is *expired* -> reset;
 - any other id (newer than anything generated, in range but absent, from a
-  flushed or another Redis): it is *unknown* -> reset.
+  flushed or another Redis, beyond the largest id Redis can hold): it is
+  *unknown* -> reset.
+
+A batch that resumes from an entry trimmed away meanwhile is *expired* too,
+so a replay never silently skips what the trimming took.
 """
 
 from __future__ import annotations
@@ -20,14 +28,22 @@ from dataclasses import dataclass, field
 import redis.asyncio
 
 from .connection import get_async_client, get_sync_client, history_key
-from .ids import ZERO_ID, parse_id
-from .messages import Message
+from .ids import MAX_ID, ZERO_ID, parse_id
+from .messages import Message, skip_malformed
 
-# KEYS[1]: history. ARGV[1]: the client's id, or "$" for "now". ARGV[2..]: topics.
-# Returns {last generated id, first retained id or "", trimmed (0/1), known (0/1), entries}.
-READ_SCRIPT = """
+# Entries read per script run (all topics; the wanted ones are returned).
+# About 3 ms of Redis time with 1 KB payloads: a resume never blocks Redis
+# for long, however long the history is.
+BATCH = 500
+
+# KEYS[1]: history. ARGV[1]: the client's id, or "$" for "now". ARGV[2]: at
+# most this many entries to read. ARGV[3..]: topics.
+# Returns {last generated id, first retained id or "", trimmed (0/1), known
+# (0/1), id read up to, more entries after it (0/1), entries on the topics}.
+READ_SCRIPT = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'0-0', '', 0, 0, {}}
+  return {'0-0', '', 0, 0, ARGV[1], 0, {}}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, first, length, added = '0-0', '', 0, 0
@@ -42,27 +58,49 @@ local trimmed = 0
 if added > length then trimmed = 1 end
 local since = ARGV[1]
 if since == '$' then
-  return {last, first, trimmed, 1, {}}
+  return {last, first, trimmed, 1, last, 0, {}}
 end
 local known = 0
 if since ~= '0-0' then
   known = #redis.call('XRANGE', KEYS[1], since, since)
 end
-local wanted = {}
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
-local found = {}
-for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. since, '+')) do
-  if wanted[entry[2][2]] then found[#found + 1] = entry end
+local range = {}
+-- Nothing can follow the largest id (and Redis refuses '(' on it).
+if since ~= '"""
+    + MAX_ID
+    + """' then
+  range = redis.call('XRANGE', KEYS[1], '(' .. since, '+', 'COUNT', ARGV[2])
 end
-return {last, first, trimmed, known, found}
+local wanted = {}
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+local found = {}
+for _, entry in ipairs(range) do
+  local fields = entry[2]
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 't' then
+      if wanted[fields[j + 1]] then found[#found + 1] = entry end
+      break
+    end
+  end
+end
+local position, more = since, 0
+if #range > 0 then position = range[#range][1] end
+if #range >= tonumber(ARGV[2]) then more = 1 end
+return {last, first, trimmed, known, position, more, found}
 """
+)
 
 
 @dataclass
-class Replay:
-    """What a client gets on resuming: either ``reset`` or the events it missed."""
+class Batch:
+    """One bounded read of the history after an id: either ``reset`` or events (maybe none)."""
 
+    # The newest id ever added, when this batch was read.
     last_id: str
+    # Read up to here: the next batch starts after it (when ``more``).
+    position: str
+    # Whether the history goes on after ``position``.
+    more: bool = False
     events: list[Message] = field(default_factory=list)
     reset: Message | None = None
 
@@ -71,26 +109,39 @@ def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def read_after(client: redis.asyncio.Redis, since: str, topics: Iterable[str]) -> Replay:
-    """Every retained event after ``since`` on ``topics``, in order, or a reset."""
+def _parse_entries(entries: list[tuple[bytes, list[bytes]]]) -> list[Message]:
+    messages = []
+    for id, fields in entries:
+        try:
+            messages.append(Message.from_history(id, fields))
+        except (ValueError, TypeError) as exc:
+            skip_malformed(f"history entry {_decode(id)}", exc)
+    return messages
+
+
+async def read_batch(client: redis.asyncio.Redis, since: str, topics: Iterable[str], limit: int = BATCH) -> Batch:
+    """The retained events after ``since`` on ``topics`` among the next ``limit`` entries, or a reset.
+
+    Continue with ``read_batch(client, batch.position, ...)`` while ``batch.more``.
+    """
     wanted = list(topics)
     if not wanted:
-        return Replay(last_id=since)
-    raw_last, raw_first, trimmed, known, entries = await client.register_script(READ_SCRIPT)(
-        keys=[history_key()], args=[since, *wanted]
+        return Batch(last_id=since, position=since)
+    raw_last, raw_first, trimmed, known, raw_position, more, entries = await client.register_script(READ_SCRIPT)(
+        keys=[history_key()], args=[since, limit, *wanted]
     )
     last_id = _decode(raw_last)
     if known or (since == ZERO_ID and not trimmed):
-        return Replay(last_id, events=[Message.from_history(id, fields) for id, fields in entries])
+        return Batch(last_id, _decode(raw_position), bool(more), events=_parse_entries(entries))
     first_id = _decode(raw_first)
     if trimmed and (since == ZERO_ID or (first_id and parse_id(since) < parse_id(first_id))):
-        return Replay(last_id, reset=Message.reset(last_id, "history-expired"))
-    return Replay(last_id, reset=Message.reset(last_id, "unknown-id"))
+        return Batch(last_id, last_id, reset=Message.reset(last_id, "history-expired"))
+    return Batch(last_id, last_id, reset=Message.reset(last_id, "unknown-id"))
 
 
 async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    raw_last, *_ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
+    raw_last, *_ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$", 0])
     return _decode(raw_last)
 
 
@@ -100,7 +151,7 @@ def current_id() -> str:
     Render it into a page and have the client resume from it: then nothing
     published between rendering and subscribing is missed.
     """
-    raw_last, *_ = get_sync_client().register_script(READ_SCRIPT)(keys=[history_key()], args=["$"])
+    raw_last, *_ = get_sync_client().register_script(READ_SCRIPT)(keys=[history_key()], args=["$", 0])
     return _decode(raw_last)
 
 

@@ -15,6 +15,8 @@ ZERO_KEY: EventKey = (0, 0)
 # Redis ids are two unsigned 64-bit integers: at most 20 digits each.
 _ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MAX_U64 = 2**64 - 1
+# The largest id Redis can hold: nothing can ever follow it.
+MAX_ID = f"{_MAX_U64}-{_MAX_U64}"
 
 
 def is_valid_id(value: str) -> bool:

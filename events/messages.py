@@ -11,13 +11,41 @@ The ``data:`` of a frame and a long-poll event object share the members
 from __future__ import annotations
 
 import json
+import logging
+import time
 from functools import cached_property
 from typing import Any
 
 from . import sse
 from .ids import EventKey, parse_id
+from .topics import validate_event_name
+
+logger = logging.getLogger(__name__)
 
 RESET_EVENT = "reset"
+# At most one log line per this many seconds about foreign data skipped.
+SKIPPED_LOG_INTERVAL = 10.0
+_skipped = {"count": 0, "logged_at": float("-inf")}
+
+
+def skip_malformed(source: str, exc: Exception) -> None:
+    """Note data in Redis that is not ours (it is skipped): logged, at most once per interval.
+
+    Anything with write access to Redis can put foreign data on our channels
+    or in the history; one such message must neither stop the hub nor fail a
+    replay, and a flood of them must not flood the log.
+    """
+    _skipped["count"] += 1
+    now = time.monotonic()
+    if now - _skipped["logged_at"] >= SKIPPED_LOG_INTERVAL:
+        logger.warning(
+            "events: skipped %d malformed message(s) from Redis; latest from %s: %s",
+            _skipped["count"],
+            source,
+            exc,
+        )
+        _skipped["count"] = 0
+        _skipped["logged_at"] = now
 
 
 class Message:
@@ -34,20 +62,39 @@ class Message:
 
     @classmethod
     def from_pubsub(cls, topic: str, payload: bytes) -> Message:
-        """Parse a pub/sub message body ``<id>\\n<event>\\n<json>`` (see connection.py)."""
-        id, event, data_json = payload.decode().split("\n", 2)
-        return cls(id, topic, event, data_json)
+        """Parse a pub/sub message body ``<id>\\n<event>\\n<json>`` (see connection.py).
+
+        ValueError if it is not one (foreign data): see :meth:`checked`.
+        """
+        parts = payload.decode().split("\n", 2)
+        if len(parts) != 3:
+            raise ValueError(f"not '<id>\\n<event>\\n<json>': {payload[:80]!r}")
+        return cls.checked(parts[0], topic, parts[1], parts[2])
 
     @classmethod
     def from_history(cls, id: bytes | str, fields: list[bytes]) -> Message:
-        """Parse a history entry: id and its flat field list ``t, topic, e, event, d, json``."""
+        """Parse a history entry: id and its flat field list ``t, topic, e, event, d, json``.
+
+        ValueError if it is not one (foreign data): see :meth:`checked`.
+        """
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        return cls(
-            id.decode() if isinstance(id, bytes) else id,
-            values[b"t"].decode(),
-            values[b"e"].decode(),
-            values[b"d"].decode(),
-        )
+        try:
+            topic, event, data = values[b"t"], values[b"e"], values[b"d"]
+        except KeyError:
+            raise ValueError(f"history entry {id!r} lacks the fields t, e and d") from None
+        return cls.checked(id.decode() if isinstance(id, bytes) else id, topic.decode(), event.decode(), data.decode())
+
+    @classmethod
+    def checked(cls, id: str, topic: str, event: str, data_json: str) -> Message:
+        """A message from data read from Redis, after checking what a client would choke on.
+
+        The id must be an event id, the event name one a publisher may use
+        (it becomes an SSE ``event:`` line), the payload valid JSON (it is
+        embedded in the frame as is). Checked once per event per process.
+        """
+        validate_event_name(event)
+        json.loads(data_json)
+        return cls(id, topic, event, data_json)
 
     @classmethod
     def reset(cls, id: str, reason: str) -> Message:

@@ -20,6 +20,10 @@ from .ids import parse_id
 from .messages import Message
 from .subscriber import Subscriber
 
+# Events in one long-poll answer, at most: a client that missed more gets
+# the oldest ones and continues from the answer's ``last_id``.
+MAX_EVENTS = 100
+
 
 def _answer(messages: list[Message], last_id: str) -> dict[str, Any]:
     return {"events": [message.as_dict() for message in messages], "last_id": messages[-1].id if messages else last_id}
@@ -35,13 +39,20 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
     try:
         # Subscribe first, then read the history: nothing falls in between.
         await hub.attach(client)
-        replay = await history.read_after(redis_client, since, topics)
-        if replay.reset is not None:
-            metrics.CLIENTS_RESET.inc()
-            return _answer([replay.reset], replay.last_id)
-        if replay.events:
-            metrics.EVENTS_DELIVERED.inc(len(replay.events))
-            return _answer(replay.events, replay.last_id)
+        # The history after ``since``, in bounded batches, up to the first
+        # batch with events on our topics.
+        while True:
+            batch = await history.read_batch(redis_client, since, topics)
+            if batch.reset is not None:
+                metrics.CLIENTS_RESET.inc()
+                return _answer([batch.reset], batch.last_id)
+            if batch.events:
+                events = batch.events[:MAX_EVENTS]
+                metrics.EVENTS_DELIVERED.inc(len(events))
+                return _answer(events, batch.last_id)
+            if not batch.more:
+                break
+            since = batch.position
 
         client.last_key = parse_id(since)
         timer = asyncio.get_running_loop().call_later(conf.LONGPOLL_TIMEOUT, client.close, "timeout")
@@ -50,7 +61,7 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
                 await client.wait()
         finally:
             timer.cancel()
-        newest = max(since, replay.last_id, key=parse_id)
-        return _answer(client.take(), newest)
+        newest = max(since, batch.last_id, key=parse_id)
+        return _answer(client.take()[:MAX_EVENTS], newest)
     finally:
         hub.detach(client)

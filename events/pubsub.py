@@ -31,7 +31,7 @@ from . import history, metrics, redis_url
 from .connection import channel_prefix, describe_error, get_async_client, new_pubsub_client
 from .exceptions import HubUnavailable
 from .ids import format_key, parse_id
-from .messages import Message
+from .messages import Message, skip_malformed
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -150,8 +150,13 @@ class PubSubConnection:
     def _topic(self, channel: bytes) -> str:
         return channel[len(self._prefix_bytes) :].decode()
 
-    def _parse(self, raw: dict[str, Any]) -> Message:
-        return Message.from_pubsub(self._topic(raw["channel"]), raw["data"])
+    def _parse(self, raw: dict[str, Any]) -> Message | None:
+        """The message, or None (logged, rate-limited) for foreign data on our channel."""
+        try:
+            return Message.from_pubsub(self._topic(raw["channel"]), raw["data"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            skip_malformed(f"channel {raw['channel']!r}", exc)
+            return None
 
     def _confirm(self, channel: bytes) -> None:
         topic = self._topic(channel)
@@ -178,6 +183,10 @@ class PubSubConnection:
                     warned_at = loop.time()
                     state = "connection lost" if lost else "cannot connect"
                     logger.warning("events hub: Redis pub/sub %s (%s)", state, describe_error(exc))
+            except Exception:
+                # A bug or data we did not foresee must not end the reader
+                # for good (the hub would refuse every client from then on).
+                logger.exception("events hub: unexpected error in the Redis reader; reconnecting")
             finally:
                 was_connected = self._connected.is_set()
                 await self._disconnected()
@@ -207,7 +216,9 @@ class PubSubConnection:
                 raise TimeoutError("no answer to PING from Redis")
             kind = raw["type"]
             if kind == "message":
-                buffered.append(self._parse(raw))
+                message = self._parse(raw)
+                if message is not None:
+                    buffered.append(message)
             elif kind == "subscribe":
                 self._confirm(raw["channel"])
             elif kind == "pong":
@@ -245,7 +256,9 @@ class PubSubConnection:
                 continue
             kind = raw["type"]
             if kind == "message":
-                self.hub.dispatch(self._parse(raw))
+                message = self._parse(raw)
+                if message is not None:
+                    self.hub.dispatch(message)
             elif kind == "pong":
                 if watermark is not None:
                     self._advance(watermark)
@@ -259,17 +272,24 @@ class PubSubConnection:
             self.hub.last_key = key
 
     async def _fill_gap(self, topics: list[str]) -> None:
-        """After a reconnect: deliver what was published while we were away."""
+        """After a reconnect: deliver what was published while we were away (in bounded batches)."""
         assert self.hub.last_key is not None
-        replay = await history.read_after(get_async_client(), format_key(self.hub.last_key), topics)
-        if replay.reset is not None:
-            logger.warning("events hub: events were lost while disconnected; clients get a reset")
-            self.hub.reset_all(replay.reset)
-            return
-        for message in replay.events:
-            self.hub.dispatch(message)
-        if replay.events:
-            logger.info("events hub: delivered %d events missed while disconnected", len(replay.events))
+        position = format_key(self.hub.last_key)
+        delivered = 0
+        while True:
+            batch = await history.read_batch(get_async_client(), position, topics)
+            if batch.reset is not None:
+                logger.warning("events hub: events were lost while disconnected; clients get a reset")
+                self.hub.reset_all(batch.reset)
+                return
+            for message in batch.events:
+                self.hub.dispatch(message)
+            delivered += len(batch.events)
+            if not batch.more:
+                break
+            position = batch.position
+        if delivered:
+            logger.info("events hub: delivered %d events missed while disconnected", delivered)
 
     async def _disconnected(self) -> None:
         was_connected = self._connected.is_set()

@@ -131,24 +131,33 @@ async def event_stream(topics: frozenset[str], last_event_id: str | None) -> Asy
         )
 
         if last_event_id is not None:
-            try:
-                replay = await history.read_after(get_async_client(), last_event_id, topics)
-            except redis.RedisError as exc:
-                end = "redis-error"
-                yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
-                return
-            # Live events queued meanwhile that the replay covers are dropped by id.
-            if replay.reset is not None:
-                metrics.CLIENTS_RESET.inc()
-                client.last_key = replay.reset.key
-                yield replay.reset.frame
-            else:
-                client.last_key = parse_id(last_event_id)
-                if replay.events:
-                    client.last_key = replay.events[-1].key
-                    delivered += len(replay.events)
-                    metrics.EVENTS_DELIVERED.inc(len(replay.events))
-                    yield b"".join(message.frame for message in replay.events)
+            # The history after the client's id, in bounded batches (each one
+            # Redis call, sent as one chunk); live events queue meanwhile
+            # and the ones the replay covered are dropped by id.
+            client.last_key = parse_id(last_event_id)
+            position: str | None = last_event_id
+            while position is not None and client.close_reason is None:
+                try:
+                    batch = await history.read_batch(get_async_client(), position, topics)
+                except redis.RedisError as exc:
+                    end = "redis-error"
+                    yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
+                    return
+                if batch.reset is not None:
+                    metrics.CLIENTS_RESET.inc()
+                    client.last_key = batch.reset.key
+                    chunk = batch.reset.frame
+                    position = None
+                else:
+                    client.last_key = max(client.last_key, parse_id(batch.position))
+                    chunk = b"".join(message.frame for message in batch.events)
+                    delivered += len(batch.events)
+                    metrics.EVENTS_DELIVERED.inc(len(batch.events))
+                    position = batch.position if batch.more else None
+                if chunk:
+                    client.sending_since = loop.time()
+                    yield chunk
+                    client.sending_since = None
 
         while True:
             await client.wait()
