@@ -118,3 +118,142 @@ async def test_a_client_leaving_during_a_pending_subscribe_does_not_cut_another(
         frame = await second.next_event(timeout=10)
         assert frame.id == event_id
     assert "_GatheringFuture" not in srv.log()
+
+
+# 2. Foreign data in Redis ----------------------------------------------------
+
+
+async def test_foreign_messages_on_a_channel_are_skipped_and_the_hub_goes_on(private: Private, topic: str) -> None:
+    redis_server, srv = private
+    channel = f"{srv.env['EVENTS_PREFIX']}:topic:{topic}"
+    async with open_stream(stream_url(srv, topic)) as stream:
+        await stream.next_frame()
+        with redis_server.client() as client:
+            await asyncio.to_thread(wait_for, lambda: client.pubsub_numsub(channel)[0][1] == 1, 5, "subscribed")
+            for garbage in [
+                b"garbage",
+                b"1-1\nevil\r\ndata: x\n{}",
+                b"1-1\ninvalidate\nnot json",
+                b"\xff\xfe",
+                b"x-y\ne\n{}",
+            ]:
+                client.publish(channel, garbage)
+        event_id = await asyncio.to_thread(publish, topic, {"n": 1})
+        frame = await stream.next_event()
+        assert (frame.id, frame.event, frame.json["data"]) == (event_id, "invalidate", {"n": 1})
+    assert httpx.get(f"{srv.url}/events/health/", timeout=5).status_code == 200
+    assert "malformed" in srv.log()
+    assert "Traceback" not in srv.log()
+
+
+async def test_foreign_entries_in_the_history_are_skipped_by_replays(private: Private, topic: str) -> None:
+    redis_server, srv = private
+    before = await asyncio.to_thread(publish, topic, "before")
+    with redis_server.client() as client:
+        key = f"{srv.env['EVENTS_PREFIX']}:history"
+        client.xadd(key, {"t": topic, "x": "y"})
+        client.xadd(key, {"t": topic, "e": "invalidate", "d": "{not json"})
+        client.xadd(key, {"t": topic, "e": "evil\nline", "d": "1"})
+    after = await asyncio.to_thread(publish, topic, "after")
+
+    response = httpx.get(poll_url(srv, topic, since="0-0"), timeout=5)
+    assert response.status_code == 200, response.text
+    assert [event["id"] for event in response.json()["events"]] == [before, after]
+
+    async with open_stream(stream_url(srv, topic, last_event_id="0-0")) as stream:
+        assert [frame.id for frame in await stream.events(2)] == [before, after]
+        live = await asyncio.to_thread(publish, topic, "live")
+        assert (await stream.next_event()).id == live
+    assert "malformed" in srv.log()
+
+
+# 3. Bounded replays ------------------------------------------------------------
+
+
+def fill_history(redis_server: RedisServer, prefix: str, topic: str, other: str, count: int) -> list[str]:
+    """``count`` events in the history, every tenth on ``topic``, the rest on ``other``; the ids on ``topic``."""
+    ids = []
+    with redis_server.client() as client:
+        pipe = client.pipeline(transaction=False)
+        for i in range(count):
+            pipe.xadd(
+                f"{prefix}:history", {"t": topic if i % 10 == 0 else other, "e": "invalidate", "d": f'"{"x" * 200}"'}
+            )
+        for i, entry_id in enumerate(pipe.execute()):
+            if i % 10 == 0:
+                ids.append(entry_id.decode())
+    return ids
+
+
+def script_runs(redis_server: RedisServer) -> int:
+    with redis_server.client() as client:
+        stats = client.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_long_poll_answer_is_bounded_and_continues_from_last_id(
+    private: Private, topic: str, make_topic: Callable[[], str]
+) -> None:
+    from events.polling import MAX_EVENTS
+
+    redis_server, srv = private
+    ids = fill_history(redis_server, srv.env["EVENTS_PREFIX"], topic, make_topic(), 10 * (2 * MAX_EVENTS + 7))
+    received: list[str] = []
+    since = "0-0"
+    async with httpx.AsyncClient(timeout=10) as client:
+        while len(received) < len(ids):
+            body = (await client.get(poll_url(srv, topic, since=since))).json()
+            assert 0 < len(body["events"]) <= MAX_EVENTS
+            received += [event["id"] for event in body["events"]]
+            since = body["last_id"]
+    assert received == ids
+
+
+async def test_a_resume_reads_the_history_in_bounded_batches(
+    private: Private, topic: str, make_topic: Callable[[], str]
+) -> None:
+    """Even on a topic with no events, no single script run walks the whole history."""
+    from events.history import BATCH
+
+    redis_server, srv = private
+    other = make_topic()
+    fill_history(redis_server, srv.env["EVENTS_PREFIX"], other, make_topic(), 6 * BATCH)
+    quiet = make_topic()  # no events at all
+    runs = script_runs(redis_server)
+    response = httpx.get(poll_url(srv, quiet, since="0-0"), timeout=10)
+    assert response.status_code == 200 and response.json()["events"] == []
+    assert script_runs(redis_server) - runs >= 6, "the long-poll read the history in one script run"
+
+    runs = script_runs(redis_server)
+    async with open_stream(stream_url(srv, quiet, last_event_id="0-0")) as stream:
+        await stream.next_frame()
+        await asyncio.to_thread(wait_for, lambda: script_runs(redis_server) - runs >= 6, 10, "batched replay")
+        live = await asyncio.to_thread(publish, quiet)
+        assert (await stream.next_event()).id == live
+
+
+async def test_a_stream_replays_a_long_history_in_order_then_goes_live(
+    private: Private, topic: str, make_topic: Callable[[], str]
+) -> None:
+    from events.history import BATCH
+
+    redis_server, srv = private
+    ids = fill_history(redis_server, srv.env["EVENTS_PREFIX"], topic, make_topic(), 30 * BATCH)
+    async with open_stream(stream_url(srv, topic, last_event_id="0-0")) as stream:
+        assert [frame.id for frame in await stream.events(len(ids), timeout=10)] == ids
+        live = await asyncio.to_thread(publish, topic)
+        assert (await stream.next_event()).id == live
+
+
+# 6. Ids at the edge ------------------------------------------------------------
+
+
+async def test_the_largest_valid_id_is_an_unknown_id_not_a_retry_loop(server: UvicornServer, topic: str) -> None:
+    publish(topic)
+    async with open_stream(stream_url(server, topic, last_event_id=MAX_ID)) as stream:
+        frame = await stream.next_event()
+        assert (frame.event, frame.json["data"]["reason"]) == ("reset", "unknown-id")
+    response = httpx.get(poll_url(server, topic, since=MAX_ID), timeout=5)
+    assert response.status_code == 200
+    [event] = response.json()["events"]
+    assert (event["event"], event["data"]["reason"]) == ("reset", "unknown-id")
