@@ -41,6 +41,12 @@ logger = logging.getLogger(__name__)
 # not spend the default ten retries backing off (one quick retry instead).
 _COMMAND_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 30}
 _BACKOFF = ExponentialBackoff(cap=0.2, base=0.05)
+# The worker's command pool (history reads, health): connections at most, and
+# seconds a command waits for one before failing with the retry-able answer.
+# Each command holds a connection for a few milliseconds; Redis runs one at a
+# time anyway, so more connections would add no throughput.
+POOL_SIZE = 16
+POOL_WAIT = 2.0
 
 
 def history_key(prefix: str | None = None) -> str:
@@ -98,15 +104,33 @@ def get_sync_client() -> redis.Redis:
 
 
 def get_async_client() -> redis.asyncio.Redis:
-    """The asyncio client of the running event loop for ``conf.REDIS_URL``."""
+    """The asyncio client of the running event loop for ``conf.REDIS_URL``.
+
+    Its pool is bounded (:data:`POOL_SIZE`): a command waits at most
+    :data:`POOL_WAIT` seconds for a free connection, then raises
+    ``redis.ConnectionError`` ("No connection available"), which the views
+    turn into their retry-able answer. redis-py's default pool would open up
+    to 100 connections and then fail at once.
+    """
     loop = asyncio.get_running_loop()
     url = conf.REDIS_URL
     clients = _async_clients.setdefault(loop, {})
     client = clients.get(url)
     if client is None:
-        client = redis_url.async_client(_parse(url), retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS)
+        client = redis_url.async_client(
+            _parse(url), pool_size=POOL_SIZE, pool_wait=POOL_WAIT, retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS
+        )
         clients[url] = client
     return client
+
+
+def new_hub_command_client() -> redis.asyncio.Redis:
+    """The hub reader's own client for its few commands (ids, gap filling), one connection.
+
+    Not the shared pool: a burst of clients waiting for that pool must not
+    delay the reader into declaring its pub/sub connection dead.
+    """
+    return redis_url.async_client(_parse(conf.REDIS_URL), retry=AsyncRetry(_BACKOFF, 1), **_COMMAND_OPTIONS)
 
 
 def new_pubsub_client() -> redis.asyncio.Redis:

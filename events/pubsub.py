@@ -28,7 +28,7 @@ import redis.asyncio
 from redis.asyncio.client import PubSub
 
 from . import history, metrics, redis_url
-from .connection import channel_prefix, describe_error, get_async_client, new_pubsub_client
+from .connection import channel_prefix, describe_error, new_hub_command_client, new_pubsub_client
 from .exceptions import HubUnavailable
 from .ids import format_key, parse_id
 from .messages import Message, skip_malformed
@@ -66,6 +66,7 @@ class PubSubConnection:
         self._lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
         self._redis: redis.asyncio.Redis = new_pubsub_client()
+        self._commands: redis.asyncio.Redis = new_hub_command_client()
         self._to_unsubscribe: set[str] = set()
         self._unsubscribe_task: asyncio.Task[None] | None = None
         self._ever_connected = False
@@ -105,6 +106,7 @@ class PubSubConnection:
             except asyncio.CancelledError:
                 pass
         await redis_url.aclose_client(self._redis)
+        await redis_url.aclose_client(self._commands)
 
     async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
         """Send SUBSCRIBE for topics not yet subscribed; return the confirmations to wait for."""
@@ -204,7 +206,7 @@ class PubSubConnection:
             await pubsub.connect()  # type: ignore[no-untyped-call]
             if topics:
                 await pubsub.subscribe(*[self._prefix + topic for topic in topics])
-            watermark = await history.read_current_id(get_async_client())
+            watermark = await history.read_current_id(self._commands)
             # Redis answers in order: when this PONG arrives, every SUBSCRIBE
             # above is in force.
             await pubsub.ping()
@@ -251,7 +253,7 @@ class PubSubConnection:
                     raise TimeoutError("no answer to PING from Redis")
                 # Idle: check the connection, and advance last_key to the
                 # newest id once the PONG proves we have read up to there.
-                watermark = await history.read_current_id(get_async_client())
+                watermark = await history.read_current_id(self._commands)
                 await pubsub.ping()
                 continue
             kind = raw["type"]
@@ -277,7 +279,7 @@ class PubSubConnection:
         position = format_key(self.hub.last_key)
         delivered = 0
         while True:
-            batch = await history.read_batch(get_async_client(), position, topics)
+            batch = await history.read_batch(self._commands, position, topics)
             if batch.reset is not None:
                 logger.warning("events hub: events were lost while disconnected; clients get a reset")
                 self.hub.reset_all(batch.reset)

@@ -303,16 +303,43 @@ def sync_client(location: RedisLocation, **options: Any) -> redis.Redis:
     return redis.Redis(**location.connection_kwargs(), **options)
 
 
-def async_client(location: RedisLocation, **options: Any) -> redis.asyncio.Redis:
-    """An asyncio client (bound to the running loop); ``options`` as for :func:`sync_client`."""
+class _BlockingSentinelConnectionPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """Sentinel's pool (master discovery) with the blocking pool's bound: waits for a free connection."""
+
+
+def async_client(
+    location: RedisLocation, *, pool_size: int | None = None, pool_wait: float | None = None, **options: Any
+) -> redis.asyncio.Redis:
+    """An asyncio client (bound to the running loop); ``options`` as for :func:`sync_client`.
+
+    With ``pool_size`` its pool holds at most that many connections, and a
+    command waits up to ``pool_wait`` seconds for a free one before raising
+    ``redis.ConnectionError`` (redis-py's default pool opens up to 100, then
+    fails at once).
+    """
+    bound: dict[str, Any] = {} if pool_size is None else {"max_connections": pool_size, "timeout": pool_wait}
     if location.kind == "sentinel":
         sentinel_kwargs = {**location.sentinel_kwargs(), "retry": AsyncRetry(NoBackoff(), 0)}
         manager = redis.asyncio.sentinel.Sentinel(list(location.addresses), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        if bound:
+            bound["connection_pool_class"] = _BlockingSentinelConnectionPool
         client: redis.asyncio.Redis = manager.master_for(
-            location.service, db=location.db, username=location.username, password=location.password, **options
+            location.service, db=location.db, username=location.username, password=location.password, **bound, **options
         )
         return client
-    return redis.asyncio.Redis(**location.connection_kwargs(), **options)
+    client = redis.asyncio.Redis(**location.connection_kwargs(), **options)
+    if bound:
+        # The same connections (the class and arguments redis-py derived from
+        # ours: TCP, unix or TLS), from a bounded pool that waits.
+        pool = client.connection_pool
+        client = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool(
+                connection_class=pool.connection_class, **bound, **pool.connection_kwargs
+            )
+        )
+    return client
 
 
 async def aclose_client(client: redis.asyncio.Redis) -> None:

@@ -119,7 +119,7 @@ async def poll(request: HttpRequest) -> HttpResponseBase:
         return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
     except redis.RedisError as exc:
         logger.warning("events: long-poll failed: %s", describe_error(exc))
-        return unavailable("Redis is unreachable. Retry later.")
+        return unavailable(f"Redis is unreachable or busy ({type(exc).__name__}). Retry later.")
     response = JsonResponse(answer)
     response["Cache-Control"] = "no-store"
     return response

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,8 +19,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import publish
-from events.connection import channel_name, close_sync_clients, history_key
-from events.ids import parse_id
+from events.connection import close_sync_clients
 
 from .servers import RedisServer, UvicornServer, wait_for
 from .sse import open_raw_stream, open_stream
@@ -257,3 +254,30 @@ async def test_the_largest_valid_id_is_an_unknown_id_not_a_retry_loop(server: Uv
     assert response.status_code == 200
     [event] = response.json()["events"]
     assert (event["event"], event["data"]["reason"]) == ("reset", "unknown-id")
+
+
+async def test_the_command_pool_is_bounded_and_waiting_for_it_is_a_retryable_answer(
+    private: Private, topic: str
+) -> None:
+    from events.connection import POOL_SIZE, POOL_WAIT
+
+    redis_server, srv = private
+    assert httpx.get(poll_url(srv, topic, since="0-0"), timeout=10).status_code == 200  # warm up the pool
+
+    # Redis holds every command for longer than POOL_WAIT: the first long-polls
+    # hold the pool's connections, the others wait for one, then give up.
+    pause_redis(redis_server, POOL_WAIT + 1.5)
+    async with httpx.AsyncClient(timeout=15) as client:
+        answers = await asyncio.gather(*(client.get(poll_url(srv, topic)) for _ in range(3 * POOL_SIZE)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    refused = [answer for answer in answers if answer.status_code == 503]
+    assert refused, "every long-poll got a connection: the pool is not bounded"
+    for answer in refused:
+        assert answer.json()["code"] == "unavailable"
+        assert answer.headers["retry-after"]
+
+    with redis_server.client() as client:
+        connections = len(client.client_list())
+    # The pool, the hub's pub/sub and command connections, and this one.
+    assert connections <= POOL_SIZE + 3, f"{connections} connections to Redis"
