@@ -29,6 +29,7 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
+from . import transport
 from .asgi_types import ASGIApp, Receive, Scope, Send
 from .conf import conf
 from .connection import aclose_clients, verify_redis_settings
@@ -51,6 +52,9 @@ class LifespanApp:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
         else:
+            if scope["type"] == "http":
+                # So that a stream whose client stopped reading can be aborted.
+                transport.record_send(scope, send)
             await self.app(scope, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:

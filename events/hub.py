@@ -186,9 +186,14 @@ class Hub:
             for client in list(self.streams):
                 if client.sending_since is not None and now - client.sending_since > write_timeout:
                     # The client stopped reading (or the connection is
-                    # half-open): give up on it so its slot is freed.
-                    logger.info("events: closing a stream whose client stopped reading")
-                    if client.task is not None:
+                    # half-open): give up on it so its slot is freed. Abort
+                    # the connection, so its socket and buffers go too: the
+                    # server then reports the disconnect and the stream ends
+                    # (logging why) like any other whose client left.
+                    client.close("write-timeout")
+                    if client.abort is not None:
+                        client.abort()
+                    elif client.task is not None:
                         client.task.cancel()
                     self.detach(client)
                 elif client.deadline is not None and now >= client.deadline:

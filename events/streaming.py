@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import redis
@@ -102,9 +102,13 @@ def retry_hint() -> bytes:
     return sse.encode_retry(base + random.randint(0, base // 2))
 
 
-async def event_stream(topics: frozenset[str], last_event_id: str | None) -> AsyncGenerator[bytes, None]:
+async def event_stream(
+    topics: frozenset[str], last_event_id: str | None, abort: Callable[[], None] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """The stream's body; ``abort`` aborts its connection (used after the write timeout)."""
     hub = get_hub()
     client = Subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
+    client.abort = abort
     loop = asyncio.get_running_loop()
     client.task = asyncio.current_task()
     opened_at = loop.time()
@@ -177,6 +181,8 @@ async def event_stream(topics: frozenset[str], last_event_id: str | None) -> Asy
                 client.sending_since = None
     finally:
         hub.detach(client)
+        if client.close_reason == "write-timeout":
+            end = "write-timeout"
         if end != "refused":
             logger.info(
                 "events.stream closed reason=%s seconds=%.1f delivered=%d topics=%s",

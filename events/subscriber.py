@@ -14,6 +14,7 @@ plain loop of ``push`` calls, and cleanup can never block.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from . import metrics
 from .ids import ZERO_KEY, EventKey
@@ -23,6 +24,7 @@ from .messages import Message
 class Subscriber:
     __slots__ = (
         "_waiter",
+        "abort",
         "close_reason",
         "deadline",
         "heartbeat_due",
@@ -53,6 +55,8 @@ class Subscriber:
         self.deadline: float | None = None
         # The task serving this client, so a stuck writer can be cancelled.
         self.task: asyncio.Task[object] | None = None
+        # Aborts the stream's connection (see transport.py); None if the server does not allow it.
+        self.abort: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     # Called by the hub ---------------------------------------------------

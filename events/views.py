@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import params
+from . import params, transport
 from .authorization import denied_topics
 from .conf import conf
 from .connection import describe_error, get_async_client
@@ -103,7 +103,8 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     if isinstance(parsed, HttpResponseBase):
         return parsed
     topics, last_event_id = parsed
-    return EventStreamResponse(event_stream(topics, last_event_id))
+    abort = transport.aborter(getattr(request, "scope", {}))
+    return EventStreamResponse(event_stream(topics, last_event_id, abort))
 
 
 @thread_lean

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -281,3 +282,53 @@ async def test_the_command_pool_is_bounded_and_waiting_for_it_is_a_retryable_ans
         connections = len(client.client_list())
     # The pool, the hub's pub/sub and command connections, and this one.
     assert connections <= POOL_SIZE + 3, f"{connections} connections to Redis"
+
+
+# 4. Clients that never read ------------------------------------------------------
+
+
+def server_side_states(srv: UvicornServer, client_ports: set[int]) -> list[str]:
+    """TCP states of the server's ends of the connections from ``client_ports`` (/proc/net/tcp)."""
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if local_port == srv.port and remote_port in client_ports:
+            states.append(fields[3])
+    return states
+
+
+async def test_after_the_write_timeout_a_stuck_client_s_socket_is_aborted(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
+    srv = start_server({"EVENTS_WRITE_TIMEOUT": "1", "EVENTS_HEARTBEAT": "0.2"})
+    stuck = [await open_raw_stream(stream_url(srv, topic), buffer=4096) for _ in range(20)]
+    try:
+        for stream in stuck:
+            await stream.read_until(b"stream open")
+        ports = {stream.writer.get_extra_info("sockname")[1] for stream in stuck}
+        await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 20, 10, "20 streams")
+        assert len(server_side_states(srv, ports)) == 20
+
+        # Far more than the socket buffers hold: every stream blocks writing.
+        def flood() -> None:
+            for _ in range(200):
+                publish(topic, "x" * 16_000)
+
+        await asyncio.to_thread(flood)
+        await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 0, 15, "streams released")
+        # The sockets are gone too (aborted: no FIN_WAIT or ESTABLISHED left
+        # holding the unread megabytes), while the clients still hold theirs.
+        await asyncio.to_thread(
+            wait_for, lambda: not server_side_states(srv, ports), 5, "the server's sockets to be aborted"
+        )
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(stuck[0].reader.read(), 5)
+    finally:
+        for stream in stuck:
+            await stream.close()
+    log = srv.log()
+    assert "returned without completing response" not in log
+    assert "cannot find the connection" not in log, "uvicorn's internals changed: see events/transport.py"
+    assert log.count("reason=write-timeout") == 20

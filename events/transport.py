@@ -1,0 +1,85 @@
+"""Aborting the TCP connection under a stream: the one thing ASGI gives no way to do.
+
+A client that stops reading leaves its stream blocked in ``send()``. Ending
+the stream (the write timeout) is not enough: the server then closes the
+connection gracefully, and a graceful close waits to flush what is queued to
+a peer that never reads, so the socket, its buffers (megabytes per socket in
+the kernel) and its file descriptor stay until the client goes away.
+Aborting frees them at once: ``SO_LINGER`` 0 makes the kernel drop the queued
+bytes and answer with a RST, then ``transport.abort()`` closes the socket.
+
+ASGI hands the application no transport, and uvicorn offers no extension for
+it, so this module reaches into uvicorn, in exactly two places, both below:
+the ``send`` callable uvicorn passes to the application is a bound method of
+its per-request cycle object, and that object holds the connection's asyncio
+transport. ``tests/test_hostile.py`` fails loudly if a uvicorn release
+changes either. Under another server, or when a middleware wraps ``send``,
+:func:`aborter` returns None and a stuck stream is only cancelled (its slot
+is freed; its socket lingers until the client goes).
+
+:class:`events.asgi.LifespanApp` records ``send`` in the scope (as a weak
+reference: a strong one would make a reference cycle through uvicorn's cycle
+object and its scope), and the stream view asks for the aborter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import weakref
+from collections.abc import Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Scope key under which the ASGI wrapper records the server's ``send``.
+SEND_KEY = "events.send"
+
+# SO_LINGER on, zero seconds: close() discards unsent data and sends a RST.
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+# Whether the "cannot abort" warning was logged (once per process).
+_warned: list[bool] = []
+
+
+def record_send(scope: MutableMapping[str, Any], send: Callable[..., Any]) -> None:
+    """Keep a weak reference to the server's ``send`` in the request scope (if it is a bound method)."""
+    try:
+        scope[SEND_KEY] = weakref.WeakMethod(send)
+    except TypeError:
+        pass  # not a bound method: not uvicorn's, no transport to find
+
+
+def aborter(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
+    """A function that aborts the request's connection, or None if this server does not allow it."""
+    ref = scope.get(SEND_KEY)
+    send = ref() if ref is not None else None
+    # uvicorn internal 1: ``send`` is ``RequestResponseCycle.send``, a bound
+    # method; ``__self__`` is the cycle (httptools_impl and h11_impl alike).
+    cycle = getattr(send, "__self__", None)
+    # uvicorn internal 2: the cycle's ``transport`` attribute is the
+    # connection's asyncio transport (uvloop's or asyncio's).
+    transport: Any = getattr(cycle, "transport", None)
+    if not callable(getattr(transport, "abort", None)) or not callable(getattr(transport, "get_extra_info", None)):
+        if send is not None and not _warned:
+            _warned.append(True)
+            logger.warning(
+                "events: cannot find the connection under %r; streams whose client stopped reading "
+                "will be cancelled but their sockets not aborted (see events/transport.py)",
+                send,
+            )
+        return None
+    return partial(abort, transport)
+
+
+def abort(transport: asyncio.WriteTransport) -> None:
+    """Close ``transport`` at once, discarding what is queued (RST), freeing its buffers."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        except OSError:
+            pass  # already closed
+    transport.abort()
