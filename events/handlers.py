@@ -20,11 +20,13 @@ from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_resolver
 from django.utils.module_loading import import_string
 
 from .asgi_types import Scope
 from .conf import conf
+from .errors import as_json
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,13 @@ class EventsASGIHandler(ASGIHandler):
         else:
             await super().__call__(scope, receive, send)
 
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        response = await super().get_response_async(request)
+        # The event endpoints answer errors in JSON, whoever made the error.
+        if self._is_thread_lean(getattr(request, "scope", {})):
+            response = as_json(response)
+        return response
+
     def _is_thread_lean(self, scope: Scope) -> bool:
         path: str = scope.get("path", "")
         root_path: str = scope.get("root_path", "")
@@ -92,6 +101,9 @@ class EventsMiddlewareHandler(ASGIHandler):
     check ``events.E008``). The chain is built as Django builds its own, minus
     the sync/async adaptation.
     """
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return as_json(await super().get_response_async(request))
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []

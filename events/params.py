@@ -59,11 +59,13 @@ def _check_id(name: str, value: str) -> str:
 
 def parse_last_event_id(request: HttpRequest) -> str | None:
     """The ``Last-Event-ID`` header, else the ``last_event_id`` parameter; None if absent or empty."""
+    # The parameter is checked even when the header wins: given twice it is
+    # a 400 whatever else the request carries.
+    value = _single(request, "last_event_id")
     # META, not request.headers: that would build a mapping of every header.
     header = request.META.get("HTTP_LAST_EVENT_ID")
     if header is not None and header.strip():
         return _check_id("Last-Event-ID", header.strip())
-    value = _single(request, "last_event_id")
     return _check_id("last_event_id", value) if value else None
 
 

@@ -13,6 +13,7 @@ from functools import wraps
 from typing import Any
 
 import redis
+from django.core.exceptions import DisallowedHost, SuspiciousOperation, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from . import params, transport
 from .authorization import denied_topics
 from .conf import conf
 from .connection import describe_error, get_async_client
+from .errors import error
 from .exceptions import HubUnavailable
 from .handlers import thread_lean, warn_unless_events_handler
 from .hub import get_hub
@@ -34,12 +36,6 @@ View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
 
 # Seconds a client should wait before retrying a long-poll answered with 503.
 RETRY_AFTER = 2
-
-
-def error(status: int, code: str, message: str) -> JsonResponse:
-    response = JsonResponse({"error": message, "code": code}, status=status)
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def unavailable(message: str) -> JsonResponse:
@@ -58,7 +54,14 @@ def get_only(view: View) -> View:
             response = error(405, "method_not_allowed", f"Method {request.method} is not allowed here; use GET.")
             response["Allow"] = "GET"
             return response
-        return await view(request)
+        try:
+            return await view(request)
+        except DisallowedHost:
+            return error(400, "disallowed_host", "The Host header is not one this site serves (ALLOWED_HOSTS).")
+        except TooManyFieldsSent:
+            return error(400, "too_many_fields", "The query has too many parameters.")
+        except SuspiciousOperation:
+            return error(400, "bad_request", "Malformed request.")
 
     # Read-only endpoints: a POST must get the JSON 405 above, not the CSRF
     # middleware's HTML 403. Nothing here changes state.

@@ -76,3 +76,8 @@ class StreamTagMiddleware:
 
             response.streaming_content = tagged()
         return response
+
+
+def broken(request: HttpRequest, topic: str) -> bool:
+    """A hook with a bug: every request it sees is a 500."""
+    raise RuntimeError("bug in the authorization hook")

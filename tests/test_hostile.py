@@ -299,10 +299,11 @@ def server_side_states(srv: UvicornServer, client_ports: set[int]) -> list[str]:
     return states
 
 
+@pytest.mark.parametrize("http", ["httptools", "h11"])
 async def test_after_the_write_timeout_a_stuck_client_s_socket_is_aborted(
-    start_server: Callable[..., UvicornServer], topic: str
+    start_server: Callable[..., UvicornServer], topic: str, http: str
 ) -> None:
-    srv = start_server({"EVENTS_WRITE_TIMEOUT": "1", "EVENTS_HEARTBEAT": "0.2"})
+    srv = start_server({"EVENTS_WRITE_TIMEOUT": "1", "EVENTS_HEARTBEAT": "0.2"}, args=["--http", http])
     stuck = [await open_raw_stream(stream_url(srv, topic), buffer=4096) for _ in range(20)]
     try:
         for stream in stuck:
@@ -332,3 +333,54 @@ async def test_after_the_write_timeout_a_stuck_client_s_socket_is_aborted(
     assert "returned without completing response" not in log
     assert "cannot find the connection" not in log, "uvicorn's internals changed: see events/transport.py"
     assert log.count("reason=write-timeout") == 20
+
+
+# Smaller: every error is JSON ------------------------------------------------------
+
+ENDPOINTS = ["/events/stream/?topic=a", "/events/poll/?topic=a"]
+
+
+def assert_json_error(response: httpx.Response, status: int, codes: set[str]) -> None:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"] == "application/json", response.text[:300]
+    body = response.json()
+    assert body["code"] in codes and body["error"], body
+
+
+@pytest.fixture(params=["events-middleware", "stock-middleware"])
+def any_chain(request: pytest.FixtureRequest, start_server: Callable[..., UvicornServer]) -> UvicornServer:
+    """A worker whose event endpoints use EVENTS["MIDDLEWARE"], or one using settings.MIDDLEWARE."""
+    if request.param == "events-middleware":
+        return start_server()
+    return start_server({"DJANGO_SETTINGS_MODULE": "tests.settings_stock_middleware"})
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_disallowed_host_is_a_json_400(any_chain: UvicornServer, endpoint: str) -> None:
+    response = httpx.get(any_chain.url + endpoint, headers={"Host": "evil.example"}, timeout=5)
+    assert_json_error(response, 400, {"disallowed_host", "bad_request"})
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_too_many_query_fields_is_a_json_400(any_chain: UvicornServer, endpoint: str) -> None:
+    query = "&".join(f"f{i}=1" for i in range(1001))  # DATA_UPLOAD_MAX_NUMBER_FIELDS is 1000
+    response = httpx.get(f"{any_chain.url}{endpoint}&{query}", timeout=5)
+    assert_json_error(response, 400, {"too_many_fields"})
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_server_error_is_a_json_500(start_server: Callable[..., UvicornServer], endpoint: str) -> None:
+    srv = start_server({"EVENTS_AUTHORIZE": "tests.hooks.broken"})
+    response = httpx.get(srv.url + endpoint, timeout=5)
+    assert_json_error(response, 500, {"internal_server_error"})
+    assert "bug in the authorization hook" not in response.text
+    assert "bug in the authorization hook" in srv.log()  # Django still logs it
+
+
+def test_last_event_id_given_twice_is_a_400_even_with_the_header(server: UvicornServer) -> None:
+    response = httpx.get(
+        f"{server.url}/events/stream/?topic=a&last_event_id=1-0&last_event_id=2-0",
+        headers={"Last-Event-ID": "1-0"},
+        timeout=5,
+    )
+    assert_json_error(response, 400, {"repeated_parameter"})
