@@ -91,6 +91,8 @@ async def test_streams_whose_client_leaves_at_once_release_slot_and_subscription
             return metric(srv, "events_streams_open") == 0 and not subscribed_channels(client, srv)
 
         await asyncio.to_thread(wait_for, all_released, 5, "every slot and subscription to be released")
+    # ... and no client's departure disturbed the hub's own connection.
+    assert metric(srv, "events_redis_reconnects_total") == 0
 
 
 # 5. One waiter's cancellation must not cancel the others' ------------------
