@@ -6,8 +6,9 @@ Order of work, which is what makes resuming exact:
    and browsers see the stream open;
 2. attach to the hub, which returns once the topics are subscribed in Redis;
 3. read the history after the client's ``Last-Event-ID`` (if any) and send
-   it (or a ``reset``); live events that arrived meanwhile are queued, and the
-   ones already replayed are dropped by id;
+   it (or a ``reset``), in bounded batches (``history.BATCH`` entries per
+   Redis call); live events that arrived meanwhile are queued, and the ones
+   already replayed are dropped by id;
 4. forward live events, heartbeats and, at the end, a closing comment.
 
 When the server cannot serve (Redis down, too many streams, shutting down),
