@@ -48,7 +48,8 @@ def metric(srv: UvicornServer, name: str) -> float:
 
 
 def subscribed_channels(client: redis.Redis, srv: UvicornServer) -> list[str]:
-    return [c.decode() for c in client.pubsub_channels(f"{srv.env['EVENTS_PREFIX']}:topic:*")]
+    channels = client.pubsub_channels(f"{srv.env['EVENTS_PREFIX']}:topic:*")
+    return [c.decode() if isinstance(c, bytes) else c for c in channels]
 
 
 def stream_url(srv: UvicornServer, topic: str, **params: str) -> str:
