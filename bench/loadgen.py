@@ -64,6 +64,17 @@ PROFILES = {
         "accept": "text/event-stream",
         "poll_format": "events_list",
     },
+    # the same on a Redis Cluster: composite ids (one position per slot group, events/cluster/positions.py)
+    "ours-cluster": {
+        "sse_path": "/events/stream/?topic={topic}",
+        "poll_path": "/events/poll/?topic={topic}",
+        "event_name": "invalidate",
+        "envelope": True,
+        "id_re": r"c[0-9a-f]+(?:\.[0-9a-f]{3,}(?:-[0-9a-f]+)?)+",
+        "control_events": [],
+        "accept": "text/event-stream",
+        "poll_format": "events_list",
+    },
     # deliberately naive Django view: same wire format, no ids
     "naive": {
         "sse_path": "/events/stream/?topic={topic}",
@@ -99,6 +110,17 @@ PROFILES = {
         "poll_format": "raw",
     },
 }
+
+
+def composite_key(idv: bytes) -> tuple:
+    """A composite id as ``((group, ms, seq), ...)``: grows whenever one group's position does."""
+    base_text, *entries = idv.decode().split(".")
+    base = int(base_text[1:], 16)
+    key = []
+    for entry in entries:
+        delta, _, seq = entry[2:].partition("-")
+        key.append((int(entry[:2], 16), base - int(delta, 16), int(seq or "0", 16)))
+    return tuple(key)
 
 
 def raise_nofile() -> int:
@@ -234,7 +256,7 @@ class Shard:
         if self.id_re is not None:
             if idv is None or not self.id_re.fullmatch(idv):
                 return (BAD, "missing or malformed id")
-            idt = tuple(int(x) for x in re.split(rb"[-:]", idv))
+            idt = composite_key(idv) if idv.startswith(b"c") else tuple(int(x) for x in re.split(rb"[-:]", idv))
         return (EV, topic, payload["seq"], payload["ts"], idt)
 
     def block_result(self, block):

@@ -38,6 +38,8 @@ ES_VENV = os.path.join(BENCH, ".venv-eventstream")
 ES_PY = os.path.join(ES_VENV, "bin", "python")
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 SYSTEMS = ["ours", "naive", "eventstream", "nchan"]
+# Not in the default suite: `--systems ours,ours-cluster` compares single-node and cluster fan-out.
+CLUSTER_SYSTEMS = ["ours-cluster"]
 HOST = "127.0.0.1"
 
 
@@ -237,6 +239,26 @@ class Ours(System):
         )
 
 
+class OursCluster(Ours):
+    """Ours on a private 3-shard Redis Cluster (redis+cluster://), started by run.py."""
+
+    name, label = "ours-cluster", "ours on a 3-shard Redis Cluster"
+
+    def available(self):
+        if not getattr(self.ctx, "cluster_url", None):
+            return getattr(self.ctx, "cluster_error", "no Redis Cluster")
+        return super().available()
+
+    def env(self):
+        e = super().env()
+        e["REDIS_URL"] = self.ctx.cluster_url
+        return e
+
+    def publisher(self):
+        cmd, env, cwd = super().publisher()
+        return cmd, {**env, "REDIS_URL": self.ctx.cluster_url}, cwd
+
+
 class Naive(System):
     name, label = "naive", "naive Django (1 Redis conn/client)"
 
@@ -358,7 +380,7 @@ class Nchan(System):
         )
 
 
-CLASSES = {"ours": Ours, "naive": Naive, "eventstream": EventStream, "nchan": Nchan}
+CLASSES = {"ours": Ours, "ours-cluster": OursCluster, "naive": Naive, "eventstream": EventStream, "nchan": Nchan}
 
 
 # --------------------------------------------------------------------------
@@ -421,6 +443,19 @@ def start_redis(ctx, cpus):
     ctx.redis_pid = ctx.redis_proc.pid
 
 
+def start_cluster(ctx, cpus, primaries=3):
+    """A private Redis Cluster of ``primaries`` primaries (no replicas) for `ours-cluster`."""
+    sys.path.insert(0, ROOT)
+    from tests.servers import start_redis_cluster
+
+    ctx.cluster = start_redis_cluster(primaries=primaries, replicas=0)
+    ctx.cluster_url = ctx.cluster.url
+    if cpus and shutil.which("taskset"):
+        for node in ctx.cluster.nodes:
+            subprocess.run(["taskset", "-pc", cpus, str(node.process.pid)], capture_output=True)
+    log("Redis Cluster up:", ctx.cluster_url)
+
+
 def redis_pid_of(url):
     """pid of a local Redis (INFO server), to report its CPU."""
     try:
@@ -456,10 +491,11 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
         str(ctx.rate),
         "--budget",
         str(ctx.run_budget),
+        # Redis CPU and connections are read from the single-node Redis only.
         "--redis-port",
-        str(ctx.redis_port if system.name != "nchan" else 0),
+        str(ctx.redis_port if system.name not in ("nchan", "ours-cluster") else 0),
         "--redis-pid",
-        str(ctx.redis_pid if system.name != "nchan" else 0),
+        str(ctx.redis_pid if system.name not in ("nchan", "ours-cluster") else 0),
         "--publisher-cmd",
         json.dumps(cmd),
         "--publisher-env",
@@ -469,7 +505,7 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
         "--out",
         out,
     ]
-    if system.name == "ours" and workers == 1:
+    if system.name in ("ours", "ours-cluster") and workers == 1:
         args += ["--health-path", "/events/health/"]
     t_limit = ctx.scenario_timeout
     p = subprocess.Popen(
@@ -675,6 +711,13 @@ def main():
     else:
         start_redis(ctx, ctx.loader_cpus)
 
+    if any(s in CLUSTER_SYSTEMS for s in args.systems.split(",")):
+        try:
+            start_cluster(ctx, ctx.loader_cpus)
+        except Exception as e:  # reported as a skipped system
+            ctx.cluster_error = f"Redis Cluster did not start: {e}"
+            log(ctx.cluster_error)
+
     t_start = time.monotonic()
     try:
         if args.profile:
@@ -696,7 +739,7 @@ def main():
         for w in workers:
             for s in systems:
                 lv = levels if w == 1 else levels2
-                if s == "ours" and w > 1 and not args.quick and not args.levels:
+                if s in ("ours", "ours-cluster") and w > 1 and not args.quick and not args.levels:
                     lv = [*lv, 20000]  # one worker cannot: 20,000 fds per process here
                 log(f"=== {s}, {w} worker(s), SSE, N={lv}")
                 runs.append(run_system(ctx, s, w, "sse", lv))
@@ -743,6 +786,8 @@ def main():
         log(f"done in {doc['wall_s']} s: {os.path.join(ctx.results, 'RESULTS.md')}")
     finally:
         stop(getattr(ctx, "redis_proc", None))
+        if getattr(ctx, "cluster", None) is not None:
+            ctx.cluster.stop()
     return 0
 
 

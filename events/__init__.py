@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .backend import acurrent_id, current_id
     from .exceptions import PublishError
-    from .history import acurrent_id, current_id
     from .model_events import publish_changes
     from .publishing import apublish, publish, publish_on_commit
     from .tokens import make_token
@@ -40,8 +40,8 @@ _EXPORTS = {
     "publish_changes": "model_events",
     "PublishError": "exceptions",
     "make_token": "tokens",
-    "current_id": "history",
-    "acurrent_id": "history",
+    "current_id": "backend",
+    "acurrent_id": "backend",
 }
 
 

@@ -31,6 +31,7 @@ from types import FrameType
 
 from . import transport
 from .asgi_types import ASGIApp, Receive, Scope, Send
+from .cluster.connection import aclose_clusters
 from .conf import conf
 from .connection import aclose_clients, verify_redis_settings
 from .handlers import EventsASGIHandler
@@ -132,6 +133,7 @@ async def shutdown() -> None:
     if hub is not None:
         await hub.stop()
     await aclose_clients()
+    await aclose_clusters()
 
 
 def events_asgi_app() -> LifespanApp:

@@ -60,16 +60,27 @@ def _check_values(valid: dict[str, Any]) -> list[CheckMessage]:
     url = valid.get("REDIS_URL")
     if url is not None:
         try:
-            redis_url.parse(url)
+            location = redis_url.parse(url)
         except redis_url.InvalidRedisURL as exc:
             errors.append(
                 Error(
                     f"EVENTS['REDIS_URL'] ({redis_url.mask(url)}) cannot be used: {exc}.",
                     hint="redis://[[user]:password@]host:port/db, rediss://… (TLS), unix:///path/redis.sock?db=N, "
-                    "or redis+sentinel://[[user]:password@]host:port[,host:port…]/SERVICE[/db].",
+                    "redis+sentinel://[[user]:password@]host:port[,host:port…]/SERVICE[/db], "
+                    "or redis+cluster://[[user]:password@]host:port[,host:port…] (rediss+cluster:// for TLS).",
                     id="events.E005",
                 )
             )
+        else:
+            prefix = valid.get("PREFIX")
+            if location.kind == "cluster" and prefix is not None and ("{" in prefix or "}" in prefix):
+                errors.append(
+                    Error(
+                        f"EVENTS['PREFIX'] is {prefix!r}; on a Redis Cluster it must not contain braces "
+                        "(they would choose the hash slot instead of the topic).",
+                        id="events.E005",
+                    )
+                )
     path = valid.get("AUTHORIZE")
     if path is not None:
         try:

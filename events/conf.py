@@ -186,7 +186,7 @@ class Settings:
 
     REDIS_URL = Text(
         "redis://127.0.0.1:6379/0",
-        "Redis to use: single server, unix socket, TLS or Sentinel (see [Redis URL](#redis-url))",
+        "Redis to use: single server, unix socket, TLS, Sentinel or Redis Cluster (see [Redis URL](#redis-url))",
         env="REDIS_URL",
     )
     PREFIX = Text("events", "key and channel prefix", env="EVENTS_PREFIX")

@@ -22,11 +22,11 @@ import weakref
 import redis
 
 from . import metrics
+from .backend import HubConnection, get_backend
 from .conf import conf
 from .exceptions import HubUnavailable
 from .ids import EventKey
 from .messages import Message
-from .pubsub import PubSubConnection
 from .subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Hub:
         # are dropped against it, and a reconnect fills the gap after it.
         self.last_key: EventKey | None = None
         self.closing = False
-        self.pubsub: PubSubConnection | None = None
+        self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # Lifecycle ----------------------------------------------------------
@@ -62,7 +62,7 @@ class Hub:
     def start(self) -> None:
         if self._tasks or self.closing:
             return
-        self.pubsub = PubSubConnection(self)
+        self.pubsub = get_backend().new_pubsub(self)
         self._tasks = [
             asyncio.create_task(self.pubsub.read_forever(), name="events-hub-reader"),
             asyncio.create_task(self._tick_forever(), name="events-hub-ticker"),
@@ -160,6 +160,10 @@ class Hub:
         if self.last_key is not None and message.key <= self.last_key and not message.is_reset:
             return
         self.last_key = message.key
+        self.fan_out(message)
+
+    def fan_out(self, message: Message) -> None:
+        """Hand ``message`` to every local client of its topic (the caller dropped duplicates)."""
         metrics.EVENTS_RECEIVED.inc()
         clients = self.topic_clients.get(message.topic) if message.topic is not None else None
         if clients:
@@ -172,6 +176,13 @@ class Hub:
         self.last_key = message.key
         metrics.CLIENTS_RESET.inc(len(self.streams) + len(self.polls))
         for client in [*self.streams, *self.polls]:
+            client.push(message)
+
+    def reset_topics(self, topics: list[str], message: Message) -> None:
+        """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""
+        clients = {client for topic in topics for client in self.topic_clients.get(topic, ())}
+        metrics.CLIENTS_RESET.inc(len(clients))
+        for client in clients:
             client.push(message)
 
     # The ticker task ----------------------------------------------------

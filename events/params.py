@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
+from .backend import get_backend
 from .conf import conf
-from .ids import is_valid_id
 from .topics import validate_topic
 
-# Longest id we accept: two 20-digit numbers and a dash.
-MAX_ID_LENGTH = 41
 # Longest signed token we accept, in characters.
 MAX_TOKEN_LENGTH = 4096
 
@@ -51,8 +49,10 @@ def parse_topics(request: HttpRequest) -> frozenset[str]:
 
 
 def _check_id(name: str, value: str) -> str:
-    if len(value) > MAX_ID_LENGTH or not is_valid_id(value):
-        shown = value if len(value) <= MAX_ID_LENGTH else value[:MAX_ID_LENGTH] + "..."
+    backend = get_backend()
+    limit = backend.max_id_length
+    if len(value) > limit or not backend.is_valid_id(value):
+        shown = value if len(value) <= 41 else value[:41] + "..."
         raise BadRequest("invalid_id", f"Malformed {name} {shown!r}: expected an event id like '1700000000000-0'.")
     return value
 

@@ -1,8 +1,10 @@
 """Publishing: append an event to the history and announce it, in one round trip.
 
 A server-side Lua script does both ``XADD`` (the bounded history) and
-``PUBLISH`` (live delivery) atomically, so history and live delivery never
-disagree and the id a client sees live is the id it resumes from.
+``PUBLISH`` (live delivery; ``SPUBLISH`` on a Redis Cluster) atomically, so
+history and live delivery never disagree and the id a client sees live is the
+id it resumes from. The script itself belongs to the backend (``single.py``,
+``cluster/publishing.py``); this module validates and encodes.
 
 ``publish`` works from sync code (views, shells, management commands, Celery
 tasks); ``apublish`` from async code. ``publish_on_commit`` defers the publish
@@ -18,28 +20,21 @@ import time
 from typing import Any, Protocol
 
 import redis
-import redis.asyncio
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 from . import metrics
+from .backend import get_backend
 from .conf import conf
-from .connection import channel_name, describe_error, get_async_client, get_sync_client, history_key, masked_redis_url
+from .connection import describe_error, masked_redis_url
 from .exceptions import PublishError
 from .topics import validate_event_name, validate_topic
 
 DEFAULT_EVENT = "invalidate"
 
-# KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
-PUBLISH_SCRIPT = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
-redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
-return id
-"""
 
-
-def _prepare(topic: str, data: Any, event: str) -> tuple[list[str], list[Any]]:
-    """Validate and encode a publish; returns the script's keys and arguments."""
+def _prepare(topic: str, data: Any, event: str) -> str:
+    """Validate a publish; return its payload as JSON text."""
     validate_topic(topic)
     validate_event_name(event)
     try:
@@ -52,7 +47,7 @@ def _prepare(topic: str, data: Any, event: str) -> tuple[list[str], list[Any]]:
             f"Event data for topic {topic!r} is {size} bytes of JSON; the limit (EVENTS['MAX_PAYLOAD']) is "
             f"{conf.MAX_PAYLOAD}. Publish an invalidation and let clients fetch the data."
         )
-    return [history_key()], [conf.HISTORY, topic, event, payload, channel_name(topic)]
+    return payload
 
 
 class Recorder(Protocol):
@@ -70,19 +65,18 @@ recorders: list[Recorder] = []
 _fake_ids = itertools.count(1)
 
 
-def _captured_only(args: list[Any]) -> str | None:
+def _captured_only(topic: str, event: str, payload: str) -> str | None:
     """While every active recorder keeps events from Redis: record the publish, return a made-up id."""
     active = list(recorders)
     if not active or any(recorder.publishes for recorder in active):
         return None
     # An id of the usual form, increasing; nothing was stored anywhere.
     event_id = f"{int(time.time() * 1000)}-{next(_fake_ids)}"
-    _record(active, args, event_id)
+    _record(active, topic, event, payload, event_id)
     return event_id
 
 
-def _record(active: list[Recorder], args: list[Any], event_id: str) -> str:
-    _, topic, event, payload, _ = args
+def _record(active: list[Recorder], topic: str, event: str, payload: str, event_id: str) -> str:
     for recorder in active:
         recorder.record(topic, event, payload, event_id)
     return event_id
@@ -100,36 +94,30 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     Raises ValueError/TypeError for bad arguments and PublishError when Redis
     cannot be reached (within about a second, never hanging).
     """
-    keys, args = _prepare(topic, data, event)
-    captured = _captured_only(args)
+    payload = _prepare(topic, data, event)
+    captured = _captured_only(topic, event, payload)
     if captured is not None:
         return captured
-    client = get_sync_client()
     try:
-        event_id = client.register_script(PUBLISH_SCRIPT)(keys=keys, args=args)
+        event_id = get_backend().publish(topic, event, payload)
     except redis.RedisError as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
-    return _record(list(recorders), args, _decode(event_id))
+    return _record(list(recorders), topic, event, payload, event_id)
 
 
 async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     """Async version of :func:`publish`."""
-    keys, args = _prepare(topic, data, event)
-    captured = _captured_only(args)
+    payload = _prepare(topic, data, event)
+    captured = _captured_only(topic, event, payload)
     if captured is not None:
         return captured
-    client = get_async_client()
     try:
-        event_id = await client.register_script(PUBLISH_SCRIPT)(keys=keys, args=args)
+        event_id = await get_backend().apublish(topic, event, payload)
     except redis.RedisError as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
-    return _record(list(recorders), args, _decode(event_id))
-
-
-def _decode(event_id: Any) -> str:
-    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+    return _record(list(recorders), topic, event, payload, event_id)
 
 
 def publish_on_commit(topic: str, data: Any = None, event: str = DEFAULT_EVENT, using: str | None = None) -> None:

@@ -13,6 +13,11 @@ Kinds of location (``RedisLocation.kind``), TLS being a flag on top:
   ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` and
   ``ssl_check_hostname`` (redis-py's names and meanings);
 - ``unix``: ``unix://[[user]:password@]/path/redis.sock[?db=N]``;
+- ``cluster``: ``redis+cluster://[[user]:password@]host:port[,host:port…]``,
+  or ``rediss+cluster://…`` for TLS (with the TLS query options above): any
+  reachable nodes of a Redis Cluster as seeds, the credentials those of every
+  node; a cluster has only database 0. Its clients are built by
+  ``events/cluster/connection.py``;
 - ``sentinel``: ``redis+sentinel://[[user]:password@]host:port[,host:port…]/SERVICE[/db]``.
   The hosts are the sentinels (port 26379 by default), ``SERVICE`` the name
   the sentinels monitor, the credentials those of the Redis servers; the
@@ -21,8 +26,6 @@ Kinds of location (``RedisLocation.kind``), TLS being a flag on top:
   sentinels for the current primary on every new connection, so after a
   failover they reach the promoted replica by themselves.
 
-Redis Cluster (``redis+cluster://``) is recognised and refused as not
-supported yet, so the error says so rather than "unknown scheme".
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-Kind = Literal["single", "unix", "sentinel"]
+Kind = Literal["single", "unix", "sentinel", "cluster"]
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -57,10 +60,10 @@ SCHEMES: dict[str, tuple[Kind, bool]] = {
     "rediss": ("single", True),
     "unix": ("unix", False),
     "redis+sentinel": ("sentinel", False),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
 }
 UNSUPPORTED_SCHEMES = {
-    "redis+cluster": "Redis Cluster is not supported yet",
-    "rediss+cluster": "Redis Cluster is not supported yet",
     "rediss+sentinel": "TLS to Sentinel is not supported yet; use redis+sentinel:// on a private network",
 }
 MASK = "***"
@@ -77,7 +80,7 @@ class RedisLocation:
     kind: Kind
     tls: bool
     masked_url: str
-    # single: the server; sentinel: the sentinels. Empty for unix.
+    # single: the server; sentinel: the sentinels; cluster: the seed nodes. Empty for unix.
     addresses: tuple[tuple[str, int], ...] = ()
     path: str = ""  # unix: the socket
     service: str = ""  # sentinel: the monitored primary's name
@@ -97,7 +100,11 @@ class RedisLocation:
         return text
 
     def connection_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for a redis-py client of a single or unix location."""
+        """Keyword arguments for a redis-py client of a single or unix location.
+
+        (For a cluster: a plain client of its first seed node, which is all the
+        start-up check needs; the app's cluster clients are ``cluster/connection.py``'s.)
+        """
         kwargs: dict[str, Any] = {"db": self.db, "username": self.username, "password": self.password}
         if self.kind == "unix":
             kwargs["unix_socket_path"] = self.path
@@ -152,12 +159,15 @@ def parse(url: str) -> RedisLocation:
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise InvalidRedisURL(f"{masked!r} has no scheme; expected redis://, rediss://, unix:// or redis+sentinel://")
+        raise InvalidRedisURL(
+            f"{masked!r} has no scheme; expected redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        )
     if scheme in UNSUPPORTED_SCHEMES:
         raise InvalidRedisURL(f"{scheme}:// is not supported: {UNSUPPORTED_SCHEMES[scheme]}")
     if scheme not in SCHEMES:
         raise InvalidRedisURL(
-            f"the scheme {scheme}:// is unknown; expected redis://, rediss://, unix:// or redis+sentinel://"
+            f"the scheme {scheme}:// is unknown; "
+            "expected redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
         )
     kind, tls = SCHEMES[scheme]
     if "#" in rest:
@@ -169,7 +179,12 @@ def parse(url: str) -> RedisLocation:
         userinfo, hosts_and_path = "", authority_and_path
     username, password = _credentials(userinfo)
 
-    allowed = {"single": TLS_OPTIONS if tls else (), "unix": ("db",), "sentinel": SENTINEL_OPTIONS}[kind]
+    allowed = {
+        "single": TLS_OPTIONS if tls else (),
+        "unix": ("db",),
+        "sentinel": SENTINEL_OPTIONS,
+        "cluster": TLS_OPTIONS if tls else (),
+    }[kind]
     for name in options:
         if name not in allowed:
             if name in TLS_OPTIONS:
@@ -192,6 +207,12 @@ def parse(url: str) -> RedisLocation:
         address = _address(netloc, DEFAULT_PORT)
         db = _db(path.strip("/") or "0")
         return RedisLocation(**common, addresses=(address,), db=db, tls_options=_tls_options(options))
+
+    if kind == "cluster":
+        if path.strip("/") not in ("", "0"):
+            raise InvalidRedisURL("a Redis Cluster has only database 0: drop the path of the redis+cluster:// URL")
+        seeds = tuple(_address(part, DEFAULT_PORT) for part in netloc.split(","))
+        return RedisLocation(**common, addresses=seeds, tls_options=_tls_options(options))
 
     # sentinel
     sentinels = tuple(_address(part, DEFAULT_SENTINEL_PORT) for part in netloc.split(","))

@@ -24,18 +24,17 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import redis
 from django.http import StreamingHttpResponse
 
-from . import history, metrics, sse
+from . import metrics, sse
+from .backend import get_backend
 from .conf import conf
-from .connection import get_async_client
 from .exceptions import HubUnavailable
 from .hub import get_hub
-from .ids import parse_id
-from .subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +107,8 @@ async def event_stream(
 ) -> AsyncGenerator[bytes, None]:
     """The stream's body; ``abort`` aborts its connection (used after the write timeout)."""
     hub = get_hub()
-    client = Subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
+    backend = get_backend()
+    client = backend.new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
     client.abort = abort
     loop = asyncio.get_running_loop()
     client.task = asyncio.current_task()
@@ -119,6 +119,15 @@ async def event_stream(
     try:
         # First bytes at once, before any Redis work, so the stream is seen open.
         yield retry_hint() + sse.encode_comment("stream open")
+        try:
+            # Without Last-Event-ID, a Redis Cluster client still needs a
+            # position in each group: "now", read before subscribing, so that
+            # nothing published in between is missed (single Redis: None).
+            resume_from = last_event_id or await backend.start_position(topics)
+        except redis.RedisError as exc:
+            end = "redis-error"
+            yield sse.encode_comment(f"unavailable: cannot read positions ({type(exc).__name__}); retry later")
+            return
         try:
             await hub.attach(client)
         except HubUnavailable as exc:
@@ -135,34 +144,28 @@ async def event_stream(
             len(hub.streams),
         )
 
-        if last_event_id is not None:
-            # The history after the client's id, in bounded batches (each one
-            # Redis call, sent as one chunk); live events queue meanwhile
-            # and the ones the replay covered are dropped by id.
-            client.last_key = parse_id(last_event_id)
-            position: str | None = last_event_id
-            while position is not None and client.close_reason is None:
-                try:
-                    batch = await history.read_batch(get_async_client(), position, topics)
-                except redis.RedisError as exc:
-                    end = "redis-error"
-                    yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
-                    return
-                if batch.reset is not None:
-                    metrics.CLIENTS_RESET.inc()
-                    client.last_key = batch.reset.key
-                    chunk = batch.reset.frame
-                    position = None
-                else:
-                    client.last_key = max(client.last_key, parse_id(batch.position))
-                    chunk = b"".join(message.frame for message in batch.events)
-                    delivered += len(batch.events)
-                    metrics.EVENTS_DELIVERED.inc(len(batch.events))
-                    position = batch.position if batch.more else None
-                if chunk:
-                    client.sending_since = loop.time()
-                    yield chunk
-                    client.sending_since = None
+        try:
+            # The history after the client's position, in bounded batches
+            # (each one Redis call, sent as one chunk). The backend sets the
+            # client's position as it goes, so live events queued meanwhile
+            # that the replay covered are dropped by id.
+            async with aclosing(backend.replay(client, resume_from)) as batches:
+                async for batch in batches:
+                    if batch.reset is not None:
+                        metrics.CLIENTS_RESET.inc()
+                        chunk = batch.reset.frame
+                    else:
+                        chunk = b"".join(message.frame for message in batch.events)
+                        delivered += len(batch.events)
+                        metrics.EVENTS_DELIVERED.inc(len(batch.events))
+                    if chunk:
+                        client.sending_since = loop.time()
+                        yield chunk
+                        client.sending_since = None
+        except redis.RedisError as exc:
+            end = "redis-error"
+            yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
+            return
 
         while True:
             await client.wait()

@@ -199,13 +199,13 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
 
     async def __aenter__(self) -> EventStream:
         from .asgi import shutdown
-        from .history import acurrent_id
+        from .backend import acurrent_id
         from .hub import get_hub
 
         if not get_hub().started:
             self._stack.push_async_callback(shutdown)  # the hub is ours: stop it when leaving
         params: dict[str, Any] = {"topic": self.topics}
-        params["last_event_id"] = self.last_event_id or await acurrent_id()
+        params["last_event_id"] = self.last_event_id or await acurrent_id(self.topics)
         if self.token:
             params["token"] = self.token
         response = await self.client.get(reverse("events:stream"), params)

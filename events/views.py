@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import params, transport
 from .authorization import denied_topics
+from .backend import get_backend
 from .conf import conf
-from .connection import describe_error, get_async_client
+from .connection import describe_error
 from .errors import error
 from .exceptions import HubUnavailable
 from .handlers import thread_lean, warn_unless_events_handler
@@ -134,7 +135,7 @@ async def health(request: HttpRequest) -> HttpResponse:
     """For load balancers: 200 when Redis answers and the hub is connected (or idle)."""
     hub = get_hub()
     try:
-        redis_ok = bool(await get_async_client().ping())
+        redis_ok = await get_backend().ping()
     except (redis.RedisError, OSError):
         redis_ok = False
     hub_state = "connected" if hub.connected else ("disconnected" if hub.started else "idle")

@@ -19,7 +19,15 @@ from django.test import override_settings
 from events.asgi import shutdown as shutdown_events
 from events.connection import close_sync_clients
 
-from .servers import RedisServer, UvicornServer, free_port, start_redis_server, start_uvicorn
+from .servers import (
+    RedisClusterServers,
+    RedisServer,
+    UvicornServer,
+    free_port,
+    start_redis_cluster,
+    start_redis_server,
+    start_uvicorn,
+)
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 RUN_ID = uuid.uuid4().hex[:8]
@@ -132,3 +140,35 @@ def own_redis() -> Iterator[Callable[[], RedisServer]]:
     yield start
     for srv in servers:
         srv.stop()
+
+
+# Redis Cluster ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A local Redis Cluster for the session: 3 primaries, one replica each (private ports, loopback)."""
+    cluster = start_redis_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_settings(redis_cluster: RedisClusterServers) -> Iterator[RedisClusterServers]:
+    """Point the in-process app (publish, hub) at the session's cluster."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from events.cluster.connection import close_sync_clusters
+
+    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_cluster.url}):
+        yield redis_cluster
+    close_sync_clusters()
+
+
+@pytest.fixture
+def cluster_server(
+    redis_cluster: RedisClusterServers, start_server: Callable[..., UvicornServer], cluster_settings: object
+) -> UvicornServer:
+    """A uvicorn worker on the session's cluster."""
+    return start_server({"REDIS_URL": redis_cluster.url})

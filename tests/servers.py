@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import redis
@@ -202,3 +203,162 @@ def start_redis_server(port: int) -> RedisServer:
     srv = RedisServer(port, None, Path(tempfile.mkdtemp(prefix="redis-")))
     srv.start()
     return srv
+
+
+@dataclass
+class ClusterNode:
+    port: int
+    process: subprocess.Popen[bytes] | None
+    dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=5)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             # Healthy shards keep serving while one is failing over (see README, Redis Cluster).
+             "--cluster-require-full-coverage", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a word, as a crashed host would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def info(self, section: str) -> dict[str, Any]:
+        with self.client() as client:
+            return dict(client.info(section))
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class RedisClusterServers:
+    """A local Redis Cluster: ``primaries`` primaries with ``replicas`` replicas each."""
+
+    nodes: list[ClusterNode]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(node.address for node in self.nodes[:3])
+
+    def live(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.alive]
+
+    def slots(self) -> list[tuple[int, int, int]]:
+        """``(start, end, port of the primary)`` for every slot range, as a live node sees it."""
+        for node in self.live():
+            try:
+                with node.client() as client:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+            except redis.RedisError:
+                continue
+            return [(int(r[0]), int(r[1]), int(r[2][1])) for r in ranges]
+        raise AssertionError("no cluster node answers")
+
+    def owner(self, slot: int) -> ClusterNode:
+        for start, end, port in self.slots():
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise AssertionError(f"slot {slot} is not covered")
+
+    def primaries(self) -> list[ClusterNode]:
+        ports = {port for _, _, port in self.slots()}
+        return [node for node in self.nodes if node.port in ports]
+
+    def all_ok(self) -> bool:
+        for node in self.live():
+            try:
+                if node.info("cluster")["cluster_enabled"] != 1:
+                    return False
+                with node.client() as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    if "cluster_state:ok" not in text:
+                        return False
+            except redis.RedisError:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        for node in self.nodes:
+            shutil.rmtree(node.dir, ignore_errors=True)
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as one, socket.socket() as bus:
+                one.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def start_redis_cluster(primaries: int = 3, replicas: int = 1) -> RedisClusterServers:
+    """Start ``primaries * (1 + replicas)`` cluster-enabled redis-servers and join them."""
+    if shutil.which("redis-cli") is None:
+        raise AssertionError("redis-cli is not installed; run `make test`, which installs it")
+    nodes = [
+        ClusterNode(free_cluster_port(), None, Path(tempfile.mkdtemp(prefix="redis-cluster-")))
+        for _ in range(primaries * (1 + replicas))
+    ]
+    cluster = RedisClusterServers(nodes)
+    try:
+        for node in nodes:
+            node.start()
+
+        def up(node: ClusterNode = nodes[-1]) -> bool:
+            try:
+                with node.client() as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        for node in nodes:
+            wait_for(lambda node=node: up(node), 10, f"redis-server on port {node.port}")
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(node.address for node in nodes),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise AssertionError(
+                f"redis-cli --cluster create failed:\n{created.stdout.decode()}{created.stderr.decode()}"
+            )
+        wait_for(cluster.all_ok, 30, "the cluster to be ok on every node", interval=0.1)
+
+        def replicas_attached() -> bool:
+            slaves = sum(node.info("replication")["role"] == "slave" for node in nodes)
+            return bool(slaves == primaries * replicas)
+
+        wait_for(replicas_attached, 30, "every replica to attach", interval=0.1)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

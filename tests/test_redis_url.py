@@ -114,7 +114,9 @@ def test_sentinel() -> None:
         ("redis+sentinel://127.0.0.1:26379/mymaster/x", "database is 'x'"),
         ("redis+sentinel://127.0.0.1:26379,/mymaster", "host is missing"),
         ("redis+sentinel://127.0.0.1:26379/mymaster?ssl_ca_certs=x", "needs a TLS URL"),
-        ("redis+cluster://127.0.0.1:7000", "not supported yet"),
+        ("rediss+sentinel://127.0.0.1:26379/mymaster", "not supported yet"),
+        ("redis+cluster://127.0.0.1:7000/1", "only database 0"),
+        ("redis+cluster://127.0.0.1:7000?sentinel_password=x", "query option 'sentinel_password' is unknown"),
     ],
 )
 def test_malformed_urls_are_check_errors_naming_the_mistake(url: str, says: str) -> None:

@@ -31,8 +31,8 @@ from django.urls import reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString
 
+from ..backend import current_id
 from ..conf import conf
-from ..history import current_id
 from ..tokens import make_token
 from ..topics import validate_topic
 
@@ -58,10 +58,11 @@ def _topic_names(values: Iterable[object]) -> list[str]:
     return names
 
 
-def _newest_id() -> str | None:
+def _newest_id(topics: list[str]) -> str | None:
     """The id to resume from, or None ("from now") when Redis does not answer: the page still renders."""
     try:
-        return current_id()
+        # The topics matter on a Redis Cluster only (a position per slot group).
+        return current_id(topics)
     except redis.RedisError as exc:
         logger.warning("live_events: cannot read the newest event id: %s", exc)
         return None
@@ -83,7 +84,7 @@ def live_events(
         "streamUrl": reverse("events:stream"),
         "pollUrl": reverse("events:poll"),
         "topics": names,
-        "lastEventId": last_event_id or _newest_id(),
+        "lastEventId": last_event_id or _newest_id(names),
         "token": make_token(names) if token else None,
         "pollTimeout": int((conf.LONGPOLL_TIMEOUT + POLL_TIMEOUT_MARGIN) * 1000),
         "subscribe": bool(subscribe and names),

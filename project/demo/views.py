@@ -34,10 +34,11 @@ logger = logging.getLogger(__name__)
 MAX_NAME_LENGTH = 30
 
 
-async def _newest_event_id() -> str | None:
+async def _newest_event_id(topics: list[str]) -> str | None:
     """The id to resume from, or None (subscribe from "now") when Redis does not answer."""
     try:
-        return await acurrent_id()
+        # The topics matter on a Redis Cluster only (a position per slot group).
+        return await acurrent_id(topics)
     except redis.RedisError as exc:
         logger.warning("demo: cannot read the newest event id: %s", exc)
         return None
@@ -54,12 +55,12 @@ def _wants_json(request: HttpRequest) -> bool:
 
 @require_GET
 async def board(request: HttpRequest) -> HttpResponse:
-    last_event_id = await _newest_event_id()  # before reading the database: see the module doc
     user = await request.auser()
-    state, private = await sync_to_async(lambda: (board_state(), private_state(user)))()
     topics = [BOARD_TOPIC]
     if user.is_authenticated:
         topics.append(user_topic(user))
+    last_event_id = await _newest_event_id(topics)  # before reading the board: see the module doc
+    state, private = await sync_to_async(lambda: (board_state(), private_state(user)))()
     # The page's own URLs; the {% live_events %} tag renders the subscribe config.
     config = {"boardUrl": reverse("demo:board-data"), "privateUrl": reverse("demo:private-data")}
     context = {

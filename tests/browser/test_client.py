@@ -98,6 +98,28 @@ def test_backoff_delays_are_capped_and_jittered(open_board: Callable[..., Page])
     assert len({delay for failures, delay in samples if failures == 10}) > 30  # jittered, even at the cap
 
 
+def test_composite_ids_of_a_redis_cluster_compare_per_slot_group(open_board: Callable[..., Page]) -> None:
+    """Dropping repeats and merging tabs' positions work on composite ids too (README, Redis Cluster)."""
+    from events.cluster.positions import format_positions
+
+    x = 1795823576898
+    a = format_positions({5: (x, 0), 70: (x - 5000, 2)})
+    ahead = format_positions({5: (x + 1, 0), 70: (x - 5000, 2)})
+    other = format_positions({6: (x - 2, 0), 70: (x - 6000, 0)})
+    page = open_board()
+    got = page.evaluate(
+        """([a, ahead, other]) => [
+          LiveEvents.compareIds(a, a), LiveEvents.compareIds(ahead, a), LiveEvents.compareIds(a, ahead),
+          LiveEvents.compareIds(other, a), LiveEvents.olderId(a, ahead), LiveEvents.olderId(ahead, other),
+          LiveEvents.compareIds("1700000000000-1", "1700000000000-0"),
+        ]""",
+        [a, ahead, other],
+    )
+    # Behind in group 70 only where both name it; the oldest of each group, union of groups.
+    merged = format_positions({5: (x + 1, 0), 6: (x - 2, 0), 70: (x - 6000, 0)})
+    assert got == [0, 1, -1, -1, a, merged, 1]
+
+
 def test_a_stream_that_keeps_failing_falls_back_to_long_poll(open_board: Callable[..., Page], topic: str) -> None:
     page = open_board()
     page.route(only(topic, "/events/stream/"), lambda route: route.abort())

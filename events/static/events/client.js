@@ -139,20 +139,85 @@
   // Ids of the DOM events a page dispatched lately, so a replay dispatches none twice.
   const DOM_IDS_KEPT = 1000;
 
-  /** Compare two ids "<ms>-<seq>": negative, zero or positive. */
-  function compareIds(a, b) {
-    const [aMs, aSeq] = a.split("-").map(Number);
-    const [bMs, bSeq] = b.split("-").map(Number);
-    return aMs !== bMs ? aMs - bMs : aSeq - bSeq;
+  /** Compare two positions [ms, seq]. */
+  function comparePositions(a, b) {
+    return a[0] !== b[0] ? a[0] - b[0] : a[1] - b[1];
   }
 
-  /** The older of two ids, where null means "unknown" and loses. */
+  /**
+   * A composite id of a Redis Cluster deployment ("c<B>.<gg><d>[-<s>]...",
+   * hex: see the README) as a Map group -> [ms, seq].
+   */
+  function parseComposite(id) {
+    const [head, ...entries] = id.split(".");
+    const base = parseInt(head.slice(1), 16);
+    const positions = new Map();
+    for (const entry of entries) {
+      const [delta, seq] = entry.slice(2).split("-");
+      positions.set(parseInt(entry.slice(0, 2), 16), [base - parseInt(delta, 16), seq ? parseInt(seq, 16) : 0]);
+    }
+    return positions;
+  }
+
+  function formatComposite(positions) {
+    const groups = [...positions.keys()].sort((x, y) => x - y);
+    const base = Math.max(...groups.map((group) => positions.get(group)[0]));
+    const entries = groups.map((group) => {
+      const [ms, seq] = positions.get(group);
+      const entry = group.toString(16).padStart(2, "0") + (base - ms).toString(16);
+      return seq ? entry + "-" + seq.toString(16) : entry;
+    });
+    return ["c" + base.toString(16), ...entries].join(".");
+  }
+
+  /**
+   * Compare two ids: negative, zero or positive. Single-Redis ids "<ms>-<seq>"
+   * are ordered; composite ids (Redis Cluster) compare on the slot groups both
+   * name: positive if either is ahead in any of them, else negative if behind
+   * in one, else zero.
+   */
+  function compareIds(a, b) {
+    const aComposite = a.startsWith("c");
+    if (aComposite !== b.startsWith("c")) {
+      return 1; // ids from different kinds of deployment: never "already seen"
+    }
+    if (!aComposite) {
+      const [aMs, aSeq] = a.split("-").map(Number);
+      const [bMs, bSeq] = b.split("-").map(Number);
+      return comparePositions([aMs, aSeq], [bMs, bSeq]);
+    }
+    const theirs = parseComposite(b);
+    let behind = false;
+    for (const [group, position] of parseComposite(a)) {
+      const other = theirs.get(group);
+      if (other !== undefined) {
+        const order = comparePositions(position, other);
+        if (order > 0) {
+          return 1;
+        }
+        behind = behind || order < 0;
+      }
+    }
+    return behind ? -1 : 0;
+  }
+
+  /** The older of two ids, where null means "unknown" and loses (composite ids: per slot group). */
   function olderId(a, b) {
     if (a === null) {
       return b;
     }
     if (b === null) {
       return a;
+    }
+    if (a.startsWith("c") && b.startsWith("c")) {
+      const oldest = parseComposite(a);
+      for (const [group, position] of parseComposite(b)) {
+        const mine = oldest.get(group);
+        if (mine === undefined || comparePositions(position, mine) < 0) {
+          oldest.set(group, position);
+        }
+      }
+      return formatComposite(oldest);
     }
     return compareIds(a, b) <= 0 ? a : b;
   }
@@ -1029,6 +1094,7 @@
     page: null,
     Subscription,
     compareIds,
+    olderId,
     backoffDelay,
     // Called once when loaded by a <script> tag: {% live_events "topic" %}
     // subscribes by itself (the page then gets "live:<topic>" DOM events).

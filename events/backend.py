@@ -1,0 +1,100 @@
+"""The Redis backend: single-node or Redis Cluster, chosen by ``EVENTS["REDIS_URL"]``.
+
+Everything the app asks of Redis goes through one of two implementations of
+:class:`Backend`:
+
+- :class:`~events.single.SingleNodeBackend` for ``redis://``, ``rediss://``,
+  ``unix://`` URLs: one history stream, classic pub/sub, ``<ms>-<seq>`` ids;
+- :class:`~events.cluster.backend.ClusterBackend` for ``redis+cluster://``
+  and ``rediss+cluster://``: a history stream per slot group, sharded
+  pub/sub, composite ids (``events/cluster/``).
+
+The views, the stream, the long-poll, the hub and ``publish`` call the
+backend and never look at the URL themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from .cluster.backend import ClusterBackend
+from .cluster.connection import is_cluster_url
+from .conf import conf
+from .history import Batch
+from .single import SingleNodeBackend
+from .subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+
+class HubConnection(Protocol):
+    """The hub's Redis side: subscriptions that follow the hub's clients."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float) -> None: ...
+
+    async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]: ...
+
+    def release(self, topics: list[str]) -> None: ...
+
+    async def read_forever(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    max_id_length: int
+
+    def is_valid_id(self, value: str) -> bool: ...
+
+    def publish(self, topic: str, event: str, payload: str) -> str: ...
+
+    async def apublish(self, topic: str, event: str, payload: str) -> str: ...
+
+    def current_id(self, topics: Iterable[str] | None) -> str: ...
+
+    async def acurrent_id(self, topics: Iterable[str] | None) -> str: ...
+
+    async def start_position(self, topics: frozenset[str]) -> str | None: ...
+
+    def new_subscriber(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> Subscriber: ...
+
+    def replay(self, client: Subscriber, since: str | None) -> AsyncGenerator[Batch, None]:
+        """What ``client`` missed after ``since``, in bounded batches; sets its position as it goes."""
+        ...
+
+    def poll_last_id(self, client: Subscriber, since: str, batch: Batch | None) -> str: ...
+
+    def new_pubsub(self, hub: Hub) -> HubConnection: ...
+
+    async def ping(self) -> bool: ...
+
+
+_SINGLE = SingleNodeBackend()
+_CLUSTER = ClusterBackend()
+
+
+def get_backend() -> Backend:
+    return _CLUSTER if is_cluster_url(conf.REDIS_URL) else _SINGLE
+
+
+def current_id(topics: Iterable[str] | None = None) -> str:
+    """The id to resume from to get every event published from now on.
+
+    Render it into a page and have the client resume from it: then nothing
+    published between rendering and subscribing is missed. Single-node
+    Redis: the newest event id (``0-0`` before the first). Redis Cluster: a
+    composite id covering ``topics`` (pass the topics the page subscribes to;
+    without them it covers every slot group, which is long).
+    """
+    return get_backend().current_id(topics)
+
+
+async def acurrent_id(topics: Iterable[str] | None = None) -> str:
+    """Async version of :func:`current_id`."""
+    return await get_backend().acurrent_id(topics)

@@ -1,0 +1,93 @@
+"""The single-node backend: one Redis (``redis://``, ``rediss://``, ``unix://``).
+
+What the rest of the app asks of Redis, done the way it always was: the
+publish script (``XADD`` to ``P:history`` + ``PUBLISH``), one history stream,
+one pub/sub connection per worker (``pubsub.py``) and plain ``<ms>-<seq>`` ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import history
+from .conf import conf
+from .connection import channel_name, get_async_client, get_sync_client, history_key
+from .ids import is_valid_id, parse_id
+from .pubsub import PubSubConnection
+from .subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+# KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
+PUBLISH_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
+redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+return id
+"""
+
+# Longest id we accept: two 20-digit numbers and a dash.
+MAX_ID_LENGTH = 41
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SingleNodeBackend:
+    max_id_length = MAX_ID_LENGTH
+
+    def is_valid_id(self, value: str) -> bool:
+        return is_valid_id(value)
+
+    def publish(self, topic: str, event: str, payload: str) -> str:
+        args: list[Any] = [conf.HISTORY, topic, event, payload, channel_name(topic)]
+        return _text(get_sync_client().register_script(PUBLISH_SCRIPT)(keys=[history_key()], args=args))
+
+    async def apublish(self, topic: str, event: str, payload: str) -> str:
+        args: list[Any] = [conf.HISTORY, topic, event, payload, channel_name(topic)]
+        return _text(await get_async_client().register_script(PUBLISH_SCRIPT)(keys=[history_key()], args=args))
+
+    def current_id(self, topics: Iterable[str] | None) -> str:
+        return history.current_id()
+
+    async def acurrent_id(self, topics: Iterable[str] | None) -> str:
+        return await history.read_current_id(get_async_client())
+
+    async def start_position(self, topics: frozenset[str]) -> str | None:
+        """Where a stream without ``Last-Event-ID`` starts: live, no Redis work."""
+        return None
+
+    def new_subscriber(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> Subscriber:
+        return Subscriber(topics, queue_size, is_stream=is_stream)
+
+    async def replay(self, client: Subscriber, since: str | None) -> AsyncGenerator[history.Batch, None]:
+        """What ``client`` missed after ``since``, batch by batch (None: nothing, no Redis work).
+
+        Sets the client's position as it goes, so live events the replay
+        covers are dropped; stops once the client is closed.
+        """
+        if since is None:
+            return
+        client.last_key = parse_id(since)
+        position: str | None = since
+        while position is not None and client.close_reason is None:
+            batch = await history.read_batch(get_async_client(), position, client.topics)
+            if batch.reset is not None:
+                client.last_key = batch.reset.key
+                position = None
+            else:
+                client.last_key = max(client.last_key, parse_id(batch.position))
+                position = batch.position if batch.more else None
+            yield batch
+
+    def poll_last_id(self, client: Subscriber, since: str, batch: history.Batch | None) -> str:
+        """The ``last_id`` of a long-poll that got no event."""
+        return since if batch is None else max(since, batch.last_id, key=parse_id)
+
+    def new_pubsub(self, hub: Hub) -> PubSubConnection:
+        return PubSubConnection(hub)
+
+    async def ping(self) -> bool:
+        return bool(await get_async_client().ping())
