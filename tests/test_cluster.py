@@ -237,3 +237,33 @@ async def test_two_workers_deliver_each_event_once_to_every_client(
     finally:
         for s in streams:
             await s.close()
+
+
+async def test_long_replays_come_in_bounded_batches_without_loss(
+    cluster_server: UvicornServer, cluster_settings: RedisClusterServers
+) -> None:
+    """More than one history batch (events.history.BATCH) on a group, on the stream and the long-poll."""
+    from events.history import BATCH
+
+    cluster = cluster_settings
+    [[topic], [other], *_] = topics_per_shard(cluster).values()
+    start = current_id([topic, other])
+    count = BATCH * 2 + 50
+    for i in range(count):
+        publish(topic, data=i)
+    publish(other, data="other")
+    async with open_stream(stream_url(cluster_server, [topic, other]), {"Last-Event-ID": start}) as stream:
+        got = await next_events(stream, count + 1, timeout=20)
+    assert sorted((t, d) for _, t, d in got if t == other) == [(other, "other")]
+    assert [d for _, t, d in got if t == topic] == list(range(count))
+    # The long-poll answers at most 100 at a time and goes on from its last_id.
+    query = f"topic={topic}&topic={other}"
+    since = start
+    seen: list[tuple[str, object]] = []
+    while len(seen) < count + 1:
+        answer = httpx.get(f"{cluster_server.url}/events/poll/?{query}&since={since}", timeout=10).json()
+        assert 0 < len(answer["events"]) <= 100
+        seen += [(e["topic"], e["data"]) for e in answer["events"]]
+        since = answer["last_id"]
+    assert [d for t, d in seen if t == topic] == list(range(count))
+    assert [d for t, d in seen if t == other] == ["other"]
