@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
 from django.test import override_settings
@@ -133,6 +134,8 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
                 assert time.monotonic() - started < 1.0, "a healthy shard was delayed by the failed one"
         with pytest.raises(PublishError):
             publish(lost_topic, data="while-down")
+        # The workers stay in the load balancer: the other shards serve on.
+        assert httpx.get(f"{srv.url}/events/health/", timeout=5).status_code == 200
 
         # The replica takes over; its shard's topics flow again, nobody re-subscribes by hand.
         await asyncio.to_thread(

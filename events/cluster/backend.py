@@ -13,6 +13,9 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING
 
+import redis
+from redis.asyncio.cluster import RedisCluster
+
 from ..history import READ_SCRIPT, Batch
 from ..ids import format_key, is_valid_id, parse_id
 from ..messages import Message
@@ -121,5 +124,20 @@ class ClusterBackend:
         return ShardedPubSub(hub)
 
     async def ping(self) -> bool:
-        """True when every primary answers (a shard failing over makes it False)."""
-        return bool(await run_command(lambda client: client.ping(target_nodes="primaries")))
+        """True while any primary answers.
+
+        A shard failing over must not make every worker fail its health check
+        (a load balancer would then take them all out, although the other
+        shards serve on); the topics of that shard are refused meanwhile.
+        """
+
+        async def any_primary(client: RedisCluster) -> bool:
+            for node in client.get_primaries():
+                try:
+                    if await client.ping(target_nodes=node):
+                        return True
+                except (redis.RedisError, OSError):
+                    continue
+            return False
+
+        return await run_command(any_primary)
