@@ -63,6 +63,8 @@ PROFILES = {
         "control_events": [],
         "accept": "text/event-stream",
         "poll_format": "events_list",
+        # long-poll rounds: ask again with since=<last_id>
+        "poll_resume": "since",
     },
     # the same on a Redis Cluster: composite ids (one position per slot group, events/cluster/positions.py)
     "ours-cluster": {
@@ -85,6 +87,8 @@ PROFILES = {
         "control_events": [],
         "accept": "text/event-stream",
         "poll_format": "events_list",
+        # no ids: ask again plainly (it answers only what comes next)
+        "poll_resume": None,
     },
     # django-eventstream 5.3: event "message", data = payload, control events
     "eventstream": {
@@ -104,10 +108,13 @@ PROFILES = {
         "event_name": "message",
         "envelope": False,
         "id_re": r"\d+:\d+",
-        "control_events": [],
+        # its heartbeat (nchan_eventsource_ping_interval) is a data-less "ping" event
+        "control_events": ["ping"],
         "accept": "text/event-stream",
         "poll_accept": "*/*",
         "poll_format": "raw",
+        # its long-poll protocol: the answer's Last-Modified / Etag sent back
+        "poll_resume": "headers",
     },
 }
 
@@ -189,6 +196,9 @@ class Shard:
         self.lost = 0
         self.early = 0  # long-poll answered before the publish
         self.empty = 0  # long-poll answered without an event
+        self.comments = 0  # SSE comments and data-less control events (heartbeats) received
+        self.rearm = False  # long-poll rounds: every answered poll asks again at once
+        self.rearmed = 0
         self.inflight = 0
         self.setup_errors = Counter()
         self.tasks: set[asyncio.Task] = set()
@@ -407,6 +417,12 @@ class Shard:
                 self.send(self.cmd_expect(msg["seq"]))
             elif cmd == "stats":
                 self.send(self.cmd_stats(msg["seqs"]))
+            elif cmd == "rearm":
+                self.rearm = bool(msg["on"])
+                self.send({"ev": "rearm", "on": self.rearm})
+            elif cmd == "counts":
+                waiting = sum(1 for c in self.conns if c.alive and not getattr(c, "answered", False))
+                self.send({"ev": "counts", "comments": self.comments, "waiting": waiting, "rearmed": self.rearmed})
             elif cmd == "close":
                 self.send(self.cmd_close())
                 await asyncio.sleep(0.05)
@@ -657,29 +673,81 @@ class SSEConn(BaseConn):
                         shard.bad("id not increasing")
                     self.last_id = idt
                 shard.delivered(self, seq, ts, now)
+            elif r[0] == COMMENT or r[0] == CTRL:
+                shard.comments += 1  # heartbeats: comments, or control events (keep-alive)
             elif r[0] == BAD:
                 shard.bad(r[1])
 
 
 class PollConn(BaseConn):
-    """One long-poll request; 'ready' once the request is written."""
+    """One long-poll request; 'ready' once the request is written.
 
-    __slots__ = ("answered", "body", "clen")
+    In long-poll rounds (``rearm``) an answered poll at once asks again on the
+    same kept-alive connection, continuing after what it got, as a browser
+    client does: ours and naive with ``since=<last_id>``, nchan with the
+    answer's ``Last-Modified`` and ``Etag`` as ``If-Modified-Since`` /
+    ``If-None-Match``.
+    """
 
-    def __init__(self, shard, idx):
+    __slots__ = ("answered", "body", "clen", "etag", "last_modified", "request")
+
+    def __init__(self, shard, idx, request=None):
         super().__init__(shard, idx)
         self.body = []
         self.clen = None
         self.answered = False
+        self.request = request or shard.poll_request
+        self.etag = None
+        self.last_modified = None
 
     def connection_made(self, transport):
         self.transport = transport
-        transport.write(self.shard.poll_request)
+        transport.write(self.request)
         self.set_ready()
 
     def on_head(self, hdrs):
         if "content-length" in hdrs:
             self.clen = int(hdrs["content-length"])
+        self.etag = hdrs.get("etag")
+        self.last_modified = hdrs.get("last-modified")
+
+    def rearm(self, last_id):
+        """Ask again at once on the same (kept-alive) connection, continuing after this answer."""
+        shard = self.shard
+        path = shard.profile["poll_path"].format(topic=shard.topic)
+        extra = ""
+        resume = shard.profile.get("poll_resume")
+        if resume == "since":
+            if not last_id:
+                shard.bad("poll answer without last_id")
+                self.finish()
+                return
+            path += f"&since={last_id}"
+        elif resume == "headers":
+            extra = "".join(
+                f"{name}: {value}\r\n"
+                for name, value in (("If-Modified-Since", self.last_modified), ("If-None-Match", self.etag))
+                if value
+            )
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{shard.port}\r\n"
+            f"Accept: {shard.profile.get('poll_accept', 'application/json')}\r\n{extra}"
+            f"User-Agent: bench-loadgen\r\n\r\n"
+        ).encode()
+        # Back to "waiting for a response head".
+        self.answered = False
+        self.body = []
+        self.clen = None
+        self.in_body = False
+        self.chunked = False
+        self.eof = False
+        self.raw = b""
+        self.chunk_left = 0
+        self.expect_crlf = False
+        self.hbuf = b""
+        self.status = 0
+        shard.rearmed += 1
+        self.transport.write(self.request)
 
     def data_received(self, data):
         now = monotonic_ns()
@@ -718,6 +786,7 @@ class PollConn(BaseConn):
             shard.bad("poll body not JSON")
             self.finish()
             return
+        last_id = obj.get("last_id") if isinstance(obj, dict) else None
         if shard.profile["poll_format"] == "events_list":
             if not isinstance(obj, dict) or not isinstance(obj.get("events"), list):
                 shard.bad("poll body without events list")
@@ -740,7 +809,10 @@ class PollConn(BaseConn):
                 self.got(obj["seq"], obj["ts"], now)
             else:
                 shard.bad("poll payload without seq/ts")
-        self.finish()
+        if shard.rearm and not self.closing:
+            self.rearm(last_id)
+        else:
+            self.finish()
 
     def got(self, seq, ts, now):
         if seq not in self.shard.targets and not self.shard.lat.get(seq):
@@ -925,6 +997,40 @@ class Coordinator:
             await asyncio.sleep(0.25)
         self.log(f"server reports {got} {key} of {n} after {max_s:.0f} s")
         return got
+
+    async def counts(self):
+        replies = await asyncio.gather(*(h.call({"cmd": "counts"}, 30) for h in self.shards))
+        return {k: sum(r[k] for r in replies) for k in ("comments", "waiting", "rearmed")}
+
+    async def wait_waiting(self, n, max_s):
+        """Until n polls wait in the loader (re-armed and written), bounded."""
+        t_end = time.monotonic() + max_s
+        waiting = 0
+        while time.monotonic() < t_end:
+            waiting = (await self.counts())["waiting"]
+            if waiting >= n:
+                break
+            await asyncio.sleep(0.02)
+        return waiting
+
+    async def idle_cpu(self, n):
+        """Server CPU with n idle streams over --idle-seconds (heartbeats only), and heartbeats seen."""
+        c0 = (await self.counts())["comments"]
+        s0 = procfs.tree_cpu_seconds(self.a.server_pid)
+        t0 = time.monotonic()
+        await asyncio.sleep(self.a.idle_seconds)
+        s1 = procfs.tree_cpu_seconds(self.a.server_pid)
+        wall = time.monotonic() - t0
+        c1 = (await self.counts())["comments"]
+        res = {
+            "streams": n,
+            "seconds": round(wall, 2),
+            "server_cpu_s": round(s1 - s0, 3),
+            "cpu_pct_of_core": round((s1 - s0) / wall * 100, 2),
+            "heartbeats_received": c1 - c0,
+        }
+        self.log(f"idle N={n}: server {res['cpu_pct_of_core']} % of a core, {res['heartbeats_received']} heartbeats")
+        return res
 
     def redis_connections(self):
         """Connections the server tree holds to Redis: by its sockets (/proc),
@@ -1112,6 +1218,8 @@ class Coordinator:
                 level["error"] = "no stream could be opened"
                 results.append(level)
                 break
+            if self.a.idle_seconds > 0 and n == (self.a.idle_at or max(self.a.levels)):
+                level["idle"] = await self.idle_cpu(current)
             pubs, cpu = await self.publish_phase(current)
             agg = await self.collect(pubs)
             delivered = sum(p["delivered"] for p in pubs)
@@ -1171,13 +1279,49 @@ class Coordinator:
         if registered is not None:
             self.log(f"server reports {registered} polls waiting")
         snap = self.server_snapshot()
+        # Rounds: publish, every poll is answered and at once asks again
+        # (continuing after its answer); the next publish waits until all N
+        # wait again. Round 1 is also the "all answered" measurement.
+        rounds = max(1, self.a.poll_rounds)
+        await asyncio.gather(*(h.call({"cmd": "rearm", "on": rounds > 1}, 30) for h in self.shards))
         pubs, cpu = [], {}
         s0 = procfs.tree_cpu_seconds(self.a.server_pid)
-        p = await self.one_publish(self.a.fanout_timeout + n / 200)
-        pubs.append(p)
+        t0 = time.monotonic()
+        rearm_ms = []
+        for r in range(rounds):
+            p = await self.one_publish(self.a.fanout_timeout + n / 200)
+            pubs.append(p)
+            if r == rounds - 1 or rounds == 1:
+                break
+            t_answered = time.monotonic()
+            waiting = await self.wait_waiting(n, self.a.fanout_timeout + n / 200)
+            if waiting < n:
+                self.log(f"round {r + 1}: only {waiting} of {n} polls asked again")
+            registered = await self.wait_registered("polls", waiting, 60)
+            if registered is None:
+                await self.wait_idle(max_s=10, window=0.1)
+            rearm_ms.append(round((time.monotonic() - t_answered) * 1000, 1))
+        await asyncio.gather(*(h.call({"cmd": "rearm", "on": False}, 30) for h in self.shards))
+        if rounds > 1:
+            # The last round's answers also ask again: count that work too.
+            await self.wait_waiting(n, self.a.fanout_timeout + n / 200)
+            if await self.wait_registered("polls", n, 60) is None:
+                await self.wait_idle(max_s=10, window=0.1)
         await asyncio.sleep(0.2)
         cpu["server_s"] = procfs.tree_cpu_seconds(self.a.server_pid) - s0
+        cpu["wall_s"] = time.monotonic() - t0
         agg = await self.collect(pubs)
+        answered = sum(q["delivered"] for q in pubs)
+        poll_rounds = {
+            "rounds": len(pubs),
+            "expected": n * len(pubs),
+            "answered": answered,
+            "missing": n * len(pubs) - answered,
+            "server_ms_per_poll": round(cpu["server_s"] / answered * 1e3, 3) if answered else None,
+            "rearm_ms": rearm_ms,
+            "round_all_answered_ms": [q["last_ms"] if q["complete"] else None for q in pubs],
+        }
+        p = pubs[0]
         res = {
             "n": n,
             "mode": "poll",
@@ -1200,7 +1344,12 @@ class Coordinator:
             "duplicated": agg["dups"],
             "invalid": agg["invalid"],
             "cpu": cpu,
+            "poll_rounds": poll_rounds,
         }
+        self.log(
+            f"poll N={n} x {len(pubs)} rounds: {answered}/{n * len(pubs)} answered,"
+            f" server {poll_rounds['server_ms_per_poll']} ms per answer and re-arm"
+        )
         self.log(
             f"poll N={n}: all answered in {res['all_answered_ms']} ms,"
             f" {p['delivered']}/{p['expected']}, within 1 s {p['within_1s']}"
@@ -1257,6 +1406,11 @@ def parse_args(argv=None):
     ap.add_argument(
         "--phase-budget", type=float, default=15.0, help="seconds of publishing per level (at least 3 publishes)"
     )
+    ap.add_argument("--poll-rounds", type=int, default=1, help="long-poll: publishes, each re-arming every poll")
+    ap.add_argument(
+        "--idle-seconds", type=float, default=0, help="measure CPU with idle streams for this long (0: not)"
+    )
+    ap.add_argument("--idle-at", type=int, default=0, help="level for the idle measurement (default: the largest)")
     ap.add_argument("--fanout-timeout", type=float, default=10.0, help="seconds (+1 ms per stream)")
     ap.add_argument("--per-shard", type=int, default=15000, help="max connections per load process")
     ap.add_argument("--topic", default="bench")

@@ -41,6 +41,7 @@ SYSTEMS = ["ours", "naive", "eventstream", "nchan"]
 # Not in the default suite: `--systems ours,ours-cluster` compares single-node and cluster fan-out.
 CLUSTER_SYSTEMS = ["ours-cluster"]
 HOST = "127.0.0.1"
+HEARTBEAT = 15  # seconds, every system; also the idle measurement's window
 
 
 def log(*parts):
@@ -169,7 +170,7 @@ class System:
             {
                 "REDIS_URL": self.ctx.redis_url,
                 "EVENTS_PREFIX": self.prefix,
-                "EVENTS_HEARTBEAT": "15",
+                "EVENTS_HEARTBEAT": str(HEARTBEAT),
                 "PYTHONUNBUFFERED": "1",
                 # long enough that slowly registered polls do not time out before the publish
                 "EVENTS_LONGPOLL_TIMEOUT": "120",
@@ -348,7 +349,7 @@ class Nchan(System):
             .replace("{workers}", str(workers))
             .replace("{prefix}", self.dir)
             .replace("{port}", str(self.port))
-            .replace("{heartbeat}", "15")
+            .replace("{heartbeat}", str(HEARTBEAT))
         )
         # worker_rlimit_nofile cannot exceed this process' hard limit on some machines
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -507,6 +508,11 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None):
     ]
     if system.name in ("ours", "ours-cluster") and workers == 1:
         args += ["--health-path", "/events/health/"]
+    if mode == "poll":
+        args += ["--poll-rounds", str(ctx.poll_rounds)]
+    elif workers == 1 and ctx.idle_seconds > 0:
+        # Idle streams: one heartbeat interval at the largest level (N=10,000 in the standard suite).
+        args += ["--idle-seconds", str(ctx.idle_seconds)]
     t_limit = ctx.scenario_timeout
     p = subprocess.Popen(
         taskset(ctx.loader_cpus, args),
@@ -678,6 +684,10 @@ def main():
     ap.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1 or 1,2")
     ap.add_argument("--poll-n", type=int, help="long-poll waiting clients (default 5000, quick 500)")
     ap.add_argument("--no-poll", action="store_true")
+    ap.add_argument("--poll-rounds", type=int, help="long-poll rounds of answer and re-arm (default 10, quick 3)")
+    ap.add_argument(
+        "--idle-seconds", type=float, help="CPU with idle streams over this long (default: one heartbeat, 15 s; 0: off)"
+    )
     ap.add_argument("--publishes", type=int, help="publishes per level (default 10, quick 5)")
     ap.add_argument("--rate", type=float, default=5000, help="connection attempts/s offered")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
@@ -698,6 +708,8 @@ def main():
     ctx.size = args.size
     ctx.rate = args.rate
     ctx.publishes = args.publishes or (5 if args.quick else 10)
+    ctx.poll_rounds = args.poll_rounds or (3 if args.quick else 10)
+    ctx.idle_seconds = HEARTBEAT if args.idle_seconds is None else args.idle_seconds
     ctx.run_budget = 60 if args.quick else 100  # seconds of ramp per system and worker count
     ctx.scenario_timeout = ctx.run_budget + 300  # hard stop for a hung loader
     machine = procfs.machine_description()
@@ -770,6 +782,8 @@ def main():
                 "payload_bytes": ctx.size,
                 "publishes_per_level": ctx.publishes,
                 "offered_connect_rate": ctx.rate,
+                "poll_rounds": ctx.poll_rounds,
+                "idle_seconds": ctx.idle_seconds,
                 "server_cpus": ctx.server_cpus,
                 "loader_cpus": ctx.loader_cpus,
                 "two_worker_cpus": ctx.all_cpus,
