@@ -8,6 +8,7 @@ one pub/sub connection per worker (``pubsub.py``) and plain ``<ms>-<seq>`` ids.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import history
@@ -15,6 +16,7 @@ from .conf import conf
 from .connection import channel_name, get_async_client, get_sync_client, history_key
 from .ids import is_valid_id, parse_id
 from .pubsub import PubSubConnection
+from .shared_reads import shared_reads
 from .subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -53,7 +55,9 @@ class SingleNodeBackend:
         return history.current_id()
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
-        return await history.read_current_id(get_async_client())
+        # Asked for at the same moment (a burst of long-polls): one read (shared_reads.py).
+        current: str = await shared_reads().read("current", partial(history.read_current_id, get_async_client()))
+        return current
 
     async def start_position(self, topics: frozenset[str]) -> str | None:
         """Where a stream without ``Last-Event-ID`` starts: live, no Redis work."""
@@ -73,7 +77,13 @@ class SingleNodeBackend:
         client.last_key = parse_id(since)
         position: str | None = since
         while position is not None and client.close_reason is None:
-            batch = await history.read_batch(get_async_client(), position, client.topics)
+            # Clients asking the same at the same moment (all re-polling
+            # after one event) share one read: see shared_reads.py. They are
+            # all subscribed already, as that module requires.
+            batch = await shared_reads().read(
+                ("batch", position, client.topics),
+                partial(history.read_batch, get_async_client(), position, client.topics),
+            )
             if batch.reset is not None:
                 client.last_key = batch.reset.key
                 position = None
