@@ -1,0 +1,113 @@
+"""Django's sync calls of many requests, run in one trip to asgiref's sync thread.
+
+Each request served by ``handlers.py`` makes two sync calls Django makes for
+every request: sending ``request_started`` (its receivers, e.g. closing stale
+database connections, are sync) and ``response.close()`` (which sends
+``request_finished``). Django runs each through ``sync_to_async``: a trip to
+asgiref's sync thread and back, two thread switches, which cost more than
+everything else a long-poll does. When thousands of polls answer and ask again
+at once, those trips are most of the worker's CPU.
+
+Here the calls go to the sync thread in batches: while one trip is under
+way, calls queue for the next, which leaves as soon as it is back (group
+commit: the busier the worker, the bigger the batches; an idle worker's call
+leaves at once). Each call still runs exactly once, in that same thread, in
+the order asked, its caller getting its own result or exception. Nothing
+changes for the receivers: they run where Django runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+T = TypeVar("T")
+
+Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+
+
+class SyncTrips:
+    """Batches of sync calls, one ``sync_to_async`` trip per batch (see the module doc)."""
+
+    def __init__(self) -> None:
+        # Calls waiting for the next trip.
+        self._queued: list[Call] = []
+        # The task making trips while there are calls; None when idle.
+        self._traveller: asyncio.Task[None] | None = None
+        # Trips made so far (for tests and curiosity).
+        self.trips = 0
+
+    async def call(self, function: Callable[[], T]) -> T:
+        """``function()`` in asgiref's sync thread (thread-sensitive), batched with others' calls."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((function, future))
+        if self._traveller is None:
+            self._traveller = loop.create_task(self._travel(), name="events-sync-trips")
+            self._traveller.add_done_callback(_collect)
+        # A cancelled caller only stops waiting: its call, already queued, still runs.
+        return await future
+
+    async def _travel(self) -> None:
+        try:
+            while self._queued:
+                calls, self._queued = self._queued, []
+                await self._trip(calls)
+        finally:
+            self._traveller = None
+            # Only if cancelled (the loop is closing): nobody will run these.
+            for _, future in self._queued:
+                future.cancel()
+            self._queued = []
+
+    async def _trip(self, calls: list[Call]) -> None:
+        self.trips += 1
+        try:
+            outcomes = await sync_to_async(_run_all)([function for function, _ in calls])
+        except asyncio.CancelledError:
+            for _, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:  # the trip itself failed: every caller hears of it
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), (ok, value) in zip(calls, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+def _run_all(functions: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for function in functions:
+        try:
+            outcomes.append((True, function()))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
+
+
+def _collect(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+_trips: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SyncTrips] = weakref.WeakKeyDictionary()
+
+
+def sync_trips() -> SyncTrips:
+    """The running event loop's batcher, made on first use."""
+    loop = asyncio.get_running_loop()
+    trips = _trips.get(loop)
+    if trips is None:
+        trips = _trips[loop] = SyncTrips()
+    return trips

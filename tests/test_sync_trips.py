@@ -1,0 +1,68 @@
+"""Django's sync calls of concurrent requests share one trip to asgiref's sync thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from functools import partial
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from events.sync_trips import SyncTrips
+
+
+async def test_calls_asked_for_together_go_in_one_trip_and_each_gets_its_result() -> None:
+    trips = SyncTrips()
+    results = await asyncio.gather(*(trips.call(partial(int.__mul__, i, 2)) for i in range(50)))
+    assert results == [i * 2 for i in range(50)]
+    assert trips.trips == 1
+    assert await trips.call(lambda: "again") == "again"
+    assert trips.trips == 2
+
+
+async def test_calls_made_while_a_trip_is_under_way_go_together_in_the_next() -> None:
+    trips = SyncTrips()
+    first = asyncio.ensure_future(trips.call(lambda: "first"))
+    await asyncio.sleep(0)  # the first trip leaves with one call
+    later = [asyncio.ensure_future(trips.call(partial(str, i))) for i in range(20)]
+    assert await first == "first"
+    assert await asyncio.gather(*later) == [str(i) for i in range(20)]
+    assert trips.trips == 2
+
+
+async def test_they_run_in_asgirefs_sync_thread_in_the_order_asked() -> None:
+    trips = SyncTrips()
+    order: list[int] = []
+
+    def record(i: int) -> int:
+        order.append(i)
+        return threading.get_ident()
+
+    idents = await asyncio.gather(*(trips.call(partial(record, i)) for i in range(10)))
+    sync_thread = await sync_to_async(threading.get_ident)()
+    assert set(idents) == {sync_thread} != {threading.get_ident()}
+    assert order == list(range(10))
+
+
+async def test_an_exception_reaches_only_its_caller() -> None:
+    trips = SyncTrips()
+
+    def fail() -> None:
+        raise ValueError("mine")
+
+    ok, failed = await asyncio.gather(trips.call(lambda: "fine"), trips.call(fail), return_exceptions=True)
+    assert ok == "fine"
+    assert isinstance(failed, ValueError)
+
+
+async def test_a_cancelled_caller_still_has_its_call_run() -> None:
+    trips = SyncTrips()
+    ran = threading.Event()
+    caller = asyncio.ensure_future(trips.call(ran.set))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await trips.call(lambda: None)
+    assert ran.is_set()
