@@ -1,133 +1,241 @@
-"""Django ASGI handlers for the event endpoints: no thread per stream, a short middleware chain.
+"""Django ASGI handler for the event endpoints: no thread per stream, a short middleware chain.
 
-Django runs each request in its own ``ThreadSensitiveContext``, which keeps one
-executor thread alive per open request (10,000 threads for 10,000 streams).
-The stream and poll views touch no ORM while they wait, so they are marked
-``thread_lean`` and run without that context, sharing asgiref's single sync
-thread for the few sync calls Django makes (request signals,
-``response.close()``). With ``EVENTS["MIDDLEWARE"]`` set they also skip
-``settings.MIDDLEWARE`` for their own async chain: Django's stock middleware
-are sync, and each of their hooks costs a thread trip per request.
+Django's ``ASGIHandler.__call__`` runs each request in asgiref's
+``ThreadSensitiveContext``, which keeps one executor thread alive per open
+request (10,000 threads for 10,000 streams), and serves it with two more tasks
+(one waits for the disconnect, one runs the view). The stream and poll views
+touch no ORM while they wait, so they are marked ``thread_lean`` and served
+here instead: the same steps as Django's handler (body, ``request_started``,
+request, middleware and view, response, ``request_finished``), without that
+context, with one helper task that cancels the request when the client goes
+away. Django's few sync calls (signal receivers, ``response.close()``) then
+share asgiref's single sync thread.
+
+Middleware: with ``EVENTS["MIDDLEWARE"]`` set, those views go through that
+(shorter, async-only) chain, built here with the documented middleware
+protocol; Django's stock middleware are sync, and each of their hooks costs a
+thread trip per request. With ``None`` they go through ``settings.MIDDLEWARE``
+(Django's own chain, ``get_response_async``).
+
+Which requests: the decision is made before any middleware runs, so it
+resolves the path in ``ROOT_URLCONF`` (cached, least recently used evicted).
+The match is reused for the view unless a middleware of the lean chain sets
+``request.urlconf``, which is then honoured. A site that routes the event
+endpoints only through a per-request urlconf set by ``settings.MIDDLEWARE``
+gets Django's ordinary handling for them (correct, a thread per stream).
+
+The Django handler methods used here are listed, with why, in ``internals.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
-from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
-from django.core.handlers.asgi import ASGIHandler
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
-from django.urls import Resolver404, get_resolver
+from django.urls import Resolver404, ResolverMatch, get_resolver, get_urlconf, set_script_prefix, set_urlconf
+from django.urls import get_script_prefix as django_script_prefix
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
-from .asgi_types import Scope
+from .asgi_types import Receive, Scope, Send
 from .conf import conf
 from .errors import as_json
+from .streaming import EventStreamResponse
+from .sync_trips import sync_trips
 
 logger = logging.getLogger(__name__)
+
+GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
 # Set in the scope of every HTTP request EventsASGIHandler serves, so a view
 # can tell it was not served by Django's stock handler.
 SERVED_KEY = "events.handler"
 
-ViewT = TypeVar("ViewT", bound=Callable[..., Any])
+# Distinct paths whose resolution is remembered (per process).
+PATH_CACHE_SIZE = 1024
 
 
 def thread_lean(view: ViewT) -> ViewT:
-    """Mark an async view as safe to run without a per-request thread (see module doc)."""
+    """Mark an async view as safe to serve without a per-request thread (see module doc)."""
+    if not iscoroutinefunction(view):
+        raise TypeError(f"thread_lean needs an async view, got {view!r}")
     view.events_thread_lean = True  # type: ignore[attr-defined]
     return view
 
 
+@lru_cache(maxsize=PATH_CACHE_SIZE)
+def lean_match(urlconf: str, path: str) -> ResolverMatch | None:
+    """The match of ``path`` in ``urlconf`` if it leads to a ``thread_lean`` view, else None."""
+    try:
+        match = get_resolver(urlconf).resolve(path)
+    except Resolver404:
+        return None
+    return match if getattr(match.func, "events_thread_lean", False) else None
+
+
 class EventsASGIHandler(ASGIHandler):
-    """Django's ASGI handler; ``thread_lean`` views run without a per-request thread.
-
-    With ``EVENTS["MIDDLEWARE"]`` set, those views also go through that
-    (shorter, async) middleware chain instead of ``settings.MIDDLEWARE``.
-    """
-
-    # Paths seen, and whether they lead to a thread-lean view (URLconfs do not
-    # change while a process runs). Bounded: cleared when full.
-    PATH_CACHE_SIZE = 4096
+    """Django's ASGI handler; ``thread_lean`` views are served by :meth:`serve_lean`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.lean_handler: ASGIHandler = self if conf.MIDDLEWARE is None else EventsMiddlewareHandler()
-        self._lean_paths: dict[str, bool] = {}
+        self.lean_chain: GetResponse = (
+            self.get_response_async if conf.MIDDLEWARE is None else build_chain(conf.MIDDLEWARE)
+        )
 
+    # Any, as ASGIHandler.__call__ is typed (django-stubs spell the ASGI types their own way).
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope[SERVED_KEY] = True
-        if scope["type"] == "http" and self._is_thread_lean(scope):
-            await self.lean_handler.handle(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+            match = lean_match(settings.ROOT_URLCONF, path_info(scope))
+            if match is not None:
+                await self.serve_lean(scope, receive, send, match)
+                return
+        await super().__call__(scope, receive, send)
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        response = await super().get_response_async(request)
-        # The event endpoints answer errors in JSON, whoever made the error.
-        if self._is_thread_lean(getattr(request, "scope", {})):
-            response = as_json(response)
+    async def serve_lean(self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch) -> None:
+        """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own."""
+        body_file: Any
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        # While a stream is open this frame stays: it keeps nothing it does not need.
+        try:
+            prefix = get_script_prefix(scope)
+            if django_script_prefix() != (prefix if prefix.endswith("/") else prefix + "/"):
+                set_script_prefix(prefix)
+            # Django's two sync calls per request (here and at the end), each
+            # sharing its trip to the sync thread with other requests' (sync_trips.py).
+            trips = sync_trips()
+            await trips.call(partial(signals.request_started.send, sender=self.__class__, scope=scope))
+            request, response = self.create_request(scope, body_file)
+            task = asyncio.current_task()
+            assert task is not None
+            watcher = asyncio.create_task(cancel_on_disconnect(receive, task), name="events-disconnect")
+            try:
+                if request is not None:
+                    request.resolver_match = match
+                    response = await self.lean_chain(request)
+                    # Not needed while streaming: let it (and its META) go.
+                    request.close()
+                    request = None
+                body_file.close()
+                body_file = None
+                assert response is not None
+                # The event endpoints answer errors in JSON, whoever made the error.
+                response = as_json(response)
+                if isinstance(response, EventStreamResponse) and response.can_send_directly:
+                    # Nor is the response: closing it would only send
+                    # request_finished (below), its one closer (request.close) ran.
+                    stream, response = response.direct(), None
+                    await stream.send_to(send)
+                else:
+                    await self.send_response(response, send)  # type: ignore[arg-type]  # see __call__
+            except asyncio.CancelledError:
+                # The client went away, or a stuck stream was given up: end
+                # quietly, as Django's handler does.
+                if hasattr(task, "uncancel"):  # Python >= 3.11
+                    task.uncancel()
+            finally:
+                watcher.cancel()
+        finally:
+            if body_file is not None:
+                body_file.close()
+        if response is None:
+            await trips.call(partial(signals.request_finished.send, sender=self.__class__))
+        else:
+            await trips.call(response.close)  # sends request_finished
+
+
+async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` (the request) when the client disconnects."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    task.cancel()
+
+
+def path_info(scope: Scope) -> str:
+    """The path Django will resolve: ``ASGIRequest.path_info``, computed the same way."""
+    path: str = scope["path"]
+    return path.removeprefix(get_script_prefix(scope))
+
+
+def build_chain(paths: list[str]) -> GetResponse:
+    """The middleware chain ``paths`` around the view, built as the middleware protocol documents.
+
+    Only async-capable middleware may be listed (a sync-only one would cost a
+    thread trip per request, which is what this chain exists to avoid; system
+    check ``events.E008``). ``process_view`` and ``process_exception`` hooks
+    are called as Django calls them; ``process_template_response`` is not (the
+    event endpoints render no templates).
+    """
+    view_hooks: list[Callable[..., Awaitable[HttpResponseBase | None]]] = []
+    exception_hooks: list[Callable[..., Awaitable[HttpResponseBase | None]]] = []
+
+    async def get_view_response(request: HttpRequest) -> HttpResponseBase:
+        if get_urlconf() is not None:
+            set_urlconf(None)  # i.e. ROOT_URLCONF (set only if changed: it costs memory per stream)
+        match = request.resolver_match
+        urlconf = getattr(request, "urlconf", None)
+        if urlconf is not None or match is None:
+            # A middleware chose another urlconf: resolve again in it.
+            set_urlconf(urlconf)
+            match = get_resolver(urlconf).resolve(request.path_info)
+            request.resolver_match = match
+        for hook in view_hooks:
+            early = await hook(request, match.func, match.args, match.kwargs)
+            if early is not None:
+                return early
+        try:
+            response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:
+            for hook in exception_hooks:
+                handled = await hook(request, exc)
+                if handled is not None:
+                    return handled
+            raise
+        if response.status_code >= 400:
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s",
+                response.reason_phrase,
+                request.path,
+                response=response,  # type: ignore[arg-type]  # only its status is read
+                request=request,
+            )
         return response
 
-    def _is_thread_lean(self, scope: Scope) -> bool:
-        path: str = scope.get("path", "")
-        root_path: str = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
-        lean = self._lean_paths.get(path)
-        if lean is None:
-            try:
-                match = get_resolver().resolve(path or "/")
-            except Resolver404:
-                lean = False
-            else:
-                lean = bool(getattr(match.func, "events_thread_lean", False))
-            if len(self._lean_paths) >= self.PATH_CACHE_SIZE:
-                self._lean_paths.clear()
-            self._lean_paths[path] = lean
-        return lean
+    def as_async(hook: Callable[..., Any]) -> Callable[..., Awaitable[HttpResponseBase | None]]:
+        return hook if iscoroutinefunction(hook) else sync_to_async(hook)
 
-
-class EventsMiddlewareHandler(ASGIHandler):
-    """A Django handler whose middleware chain is ``EVENTS["MIDDLEWARE"]``.
-
-    Only async-capable middleware may be listed: a sync-only one would cost a
-    thread trip per request, which is what this chain exists to avoid (system
-    check ``events.E008``). The chain is built as Django builds its own, minus
-    the sync/async adaptation.
-    """
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return as_json(await super().get_response_async(request))
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware: list[Any] = []
-        self._template_response_middleware: list[Any] = []
-        self._exception_middleware: list[Any] = []
-        handler = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
-        for path in reversed(conf.MIDDLEWARE or []):
-            factory = import_string(path)
-            if not getattr(factory, "async_capable", False):
-                raise ImproperlyConfigured(f"EVENTS['MIDDLEWARE'] lists {path!r}, which is not async-capable.")
-            try:
-                instance = factory(handler)
-            except MiddlewareNotUsed:
-                continue
-            if hasattr(instance, "process_view"):
-                self._view_middleware.insert(0, self.adapt_method_mode(True, instance.process_view))
-            if hasattr(instance, "process_template_response"):
-                self._template_response_middleware.append(
-                    self.adapt_method_mode(True, instance.process_template_response)
-                )
-            if hasattr(instance, "process_exception"):
-                self._exception_middleware.append(self.adapt_method_mode(False, instance.process_exception))
-            handler = convert_exception_to_response(instance)
-        self._middleware_chain = handler
+    handler: Any = convert_exception_to_response(get_view_response)
+    for path in reversed(paths):
+        factory = import_string(path)
+        if not getattr(factory, "async_capable", False):
+            raise ImproperlyConfigured(f"EVENTS['MIDDLEWARE'] lists {path!r}, which is not async-capable.")
+        try:
+            instance = factory(handler)
+        except MiddlewareNotUsed:
+            continue
+        if hasattr(instance, "process_view"):
+            view_hooks.insert(0, as_async(instance.process_view))
+        if hasattr(instance, "process_exception"):
+            exception_hooks.append(as_async(instance.process_exception))
+        handler = convert_exception_to_response(instance)
+    chain: GetResponse = handler
+    return chain
 
 
 class _StockHandlerWarning:

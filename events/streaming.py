@@ -31,21 +31,22 @@ import redis
 from django.http import StreamingHttpResponse
 
 from . import metrics, sse
+from .asgi_types import Send
 from .backend import get_backend
 from .conf import conf
 from .exceptions import HubUnavailable
 from .hub import get_hub
+from .subscriber import HEARTBEAT, Subscriber
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = sse.encode_comment("heartbeat")
 
 # Django's property, which the subclass below extends with a setter hook.
 _STREAMING_CONTENT: Any = vars(StreamingHttpResponse)["streaming_content"]
 
 
 class EventStreamResponse(StreamingHttpResponse):
-    """A ``text/event-stream`` response whose body is an async generator of bytes.
+    """A ``text/event-stream`` response: the live stream of ``topics`` after ``last_event_id``.
 
     Django's ``StreamingHttpResponse`` wraps an async iterator in two more
     async generators (to convert sync iterators and coerce each part to
@@ -53,9 +54,14 @@ class EventStreamResponse(StreamingHttpResponse):
     the handler iterates our generator directly. Django still closes it with
     ``aclosing()``, which runs its ``finally`` on disconnect.
 
+    Served by ``handlers.py`` (the ``events_asgi_app``), the response is sent
+    by :meth:`DirectStream.send_to` instead, which also lets the hub write
+    live frames straight to the client (see ``subscriber.py``).
+
     A middleware that replaces ``streaming_content`` (to wrap, count or
     rewrite the body) is honoured: the body is then read through its
-    replacement, and our generator is still closed when the response is.
+    replacement (Django's sending, not the direct one), and our generator is
+    still closed when the response is.
 
     Compression is refused: ``Content-Encoding: identity`` makes Django's
     ``GZipMiddleware`` (and nginx's ``gzip``) leave the response alone, the
@@ -63,7 +69,13 @@ class EventStreamResponse(StreamingHttpResponse):
     hold events back, and SSE frames are tiny anyway.
     """
 
-    def __init__(self, stream: AsyncGenerator[bytes, None]) -> None:
+    def __init__(
+        self, topics: frozenset[str], last_event_id: str | None, abort: Callable[[], None] | None = None
+    ) -> None:
+        """``abort`` aborts the stream's connection (used after the write timeout; see transport.py)."""
+        self.subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
+        self.subscriber.abort = abort
+        stream = event_stream(self.subscriber, last_event_id)
         super().__init__(stream, content_type="text/event-stream")
         self._stream = stream
         # Set by the setter below when a middleware replaces the body (the
@@ -73,15 +85,6 @@ class EventStreamResponse(StreamingHttpResponse):
         # Tell nginx not to buffer this response (the deploy config also says so).
         self["X-Accel-Buffering"] = "no"
         self["Content-Encoding"] = "identity"
-
-    @property
-    def streaming_content(self) -> Any:
-        return _STREAMING_CONTENT.fget(self)
-
-    @streaming_content.setter
-    def streaming_content(self, value: Any) -> None:
-        self.content_replaced = True
-        _STREAMING_CONTENT.fset(self, value)
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._through_middleware() if self.content_replaced else self._stream
@@ -95,6 +98,47 @@ class EventStreamResponse(StreamingHttpResponse):
             # ours holds the hub slot and the subscriptions, so close it now.
             await self._stream.aclose()
 
+    @property
+    def streaming_content(self) -> Any:
+        return _STREAMING_CONTENT.fget(self)
+
+    @streaming_content.setter
+    def streaming_content(self, value: Any) -> None:
+        self.content_replaced = True
+        _STREAMING_CONTENT.fset(self, value)
+
+    @property
+    def can_send_directly(self) -> bool:
+        return not self.content_replaced
+
+    def direct(self) -> DirectStream:
+        """What :meth:`DirectStream.send_to` needs, so the response itself need not stay in memory."""
+        headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in self.items()]
+        headers += [(b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in self.cookies.values()]
+        start = {"type": "http.response.start", "status": self.status_code, "headers": headers}
+        return DirectStream(start, self._stream, self.subscriber)
+
+
+class DirectStream:
+    """An :class:`EventStreamResponse` sent straight over ASGI (what Django's ``send_response`` would do)."""
+
+    __slots__ = ("start", "stream", "subscriber")
+
+    def __init__(self, start: dict[str, Any], stream: AsyncGenerator[bytes, None], subscriber: Subscriber) -> None:
+        self.start = start
+        self.stream = stream
+        self.subscriber = subscriber
+
+    async def send_to(self, send: Send) -> None:
+        start, self.start = self.start, {}
+        await send(start)
+        # From now on the hub may write to ``send`` while the stream waits.
+        self.subscriber.send = send
+        async with aclosing(self.stream) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
 
 def retry_hint() -> bytes:
     """The ``retry:`` field, with up to +50% jitter so reconnects do not arrive as a storm."""
@@ -102,18 +146,13 @@ def retry_hint() -> bytes:
     return sse.encode_retry(base + random.randint(0, base // 2))
 
 
-async def event_stream(
-    topics: frozenset[str], last_event_id: str | None, abort: Callable[[], None] | None = None
-) -> AsyncGenerator[bytes, None]:
-    """The stream's body; ``abort`` aborts its connection (used after the write timeout)."""
+async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGenerator[bytes, None]:
     hub = get_hub()
     backend = get_backend()
-    client = backend.new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
-    client.abort = abort
+    topics = client.topics
     loop = asyncio.get_running_loop()
     client.task = asyncio.current_task()
     opened_at = loop.time()
-    delivered = 0
     # Why the stream ended, for the log line; a client that goes away leaves it.
     end = "client-gone"
     try:
@@ -156,7 +195,7 @@ async def event_stream(
                         chunk = batch.reset.frame
                     else:
                         chunk = b"".join(message.frame for message in batch.events)
-                        delivered += len(batch.events)
+                        client.delivered += len(batch.events)
                         metrics.EVENTS_DELIVERED.inc(len(batch.events))
                     if chunk:
                         client.sending_since = loop.time()
@@ -169,6 +208,8 @@ async def event_stream(
 
         while True:
             await client.wait()
+            # A live frame the hub wrote directly, to a slow client, comes first.
+            await client.flush()
             if client.close_reason is not None:
                 end = client.close_reason
                 yield retry_hint() + sse.encode_comment(f"closing: {client.close_reason}; reconnect")
@@ -179,7 +220,7 @@ async def event_stream(
                 client.heartbeat_due = False
                 chunk += HEARTBEAT
             if chunk:
-                delivered += len(messages)
+                client.delivered += len(messages)
                 client.sending_since = loop.time()
                 yield chunk
                 client.sending_since = None
@@ -192,6 +233,6 @@ async def event_stream(
                 "events.stream closed reason=%s seconds=%.1f delivered=%d topics=%s",
                 end,
                 loop.time() - opened_at,
-                delivered,
+                client.delivered,
                 ",".join(sorted(topics)),
             )

@@ -7,8 +7,19 @@ reduced to the latest message per topic (what an invalidation client needs);
 should that still not fit, it is replaced by one ``reset``. Either way memory
 per client is bounded and the hub never waits for a slow client.
 
-Everything here is synchronous except :meth:`wait`, so the hub's fan-out is a
-plain loop of ``push`` calls, and cleanup can never block.
+Everything here is synchronous except :meth:`wait` and :meth:`flush`, so the
+hub's fan-out is a plain loop of ``push`` calls, and cleanup can never block.
+
+Direct writes. A stream served by ``handlers.py`` gives its subscriber the
+ASGI ``send`` (:attr:`send`). While the stream's task is parked in
+:meth:`wait` with nothing queued, ``push`` and ``heartbeat`` hand the frame
+to ``send`` at once, from the hub's loop, instead of waking that task: under
+uvicorn a send to a socket that is not paused completes without suspending,
+so one pass over the clients writes to all of them. A send that does suspend
+(the client is slow) is kept in :attr:`inflight` and the stream's task is
+woken to finish it (:meth:`flush`) before it writes anything else; until
+then new messages queue as usual, so order and the overflow policy are the
+same either way.
 """
 
 from __future__ import annotations
@@ -17,8 +28,13 @@ import asyncio
 from collections.abc import Callable
 
 from . import metrics
+from .asgi_types import Send
 from .ids import ZERO_KEY, EventKey
+from .internals import PendingSend, start_coroutine
 from .messages import Message
+from .sse import encode_comment
+
+HEARTBEAT = encode_comment("heartbeat")
 
 
 class Subscriber:
@@ -27,11 +43,14 @@ class Subscriber:
         "abort",
         "close_reason",
         "deadline",
+        "delivered",
         "heartbeat_due",
+        "inflight",
         "is_stream",
         "last_key",
         "pending",
         "queue_size",
+        "send",
         "sending_since",
         "task",
         "topics",
@@ -42,6 +61,8 @@ class Subscriber:
         self.queue_size = queue_size
         self.is_stream = is_stream
         self.pending: list[Message] = []
+        # Events given to this client (for the log line at the end).
+        self.delivered = 0
         self.heartbeat_due = False
         # Set by the hub when this client must end (shutdown, max age).
         self.close_reason: str | None = None
@@ -57,17 +78,32 @@ class Subscriber:
         self.task: asyncio.Task[object] | None = None
         # Aborts the stream's connection (see transport.py); None if the server does not allow it.
         self.abort: Callable[[], None] | None = None
+        # Set while the stream's task is parked in wait() with nothing to do.
         self._waiter: asyncio.Future[None] | None = None
+        # The ASGI send for direct writes (see the module doc); None: never.
+        self.send: Send | None = None
+        # A direct write that suspended; the stream's task finishes it.
+        self.inflight: PendingSend | None = None
 
     # Called by the hub ---------------------------------------------------
 
     def push(self, message: Message) -> None:
+        if self._waiter is not None and self.send is not None:
+            # Parked with an empty queue: write now (duplicates dropped as take() does).
+            if message.key <= self.last_key and not message.is_reset:
+                return
+            if self._write_now(message.frame):
+                self.last_key = message.key
+                self.delivered += 1
+                return
         self.pending.append(message)
         if len(self.pending) > self.queue_size:
             self._coalesce()
         self._wake()
 
     def heartbeat(self) -> None:
+        if self._waiter is not None and self.send is not None and self._write_now(HEARTBEAT):
+            return
         self.heartbeat_due = True
         self._wake()
 
@@ -87,6 +123,22 @@ class Subscriber:
             self.pending = [Message.reset(newest.id, "overflow")]
             metrics.CLIENTS_RESET.inc()
 
+    def _write_now(self, body: bytes) -> bool:
+        """Hand ``body`` to ``send``; False (and no more direct writes) if that failed."""
+        assert self.send is not None
+        try:
+            self.inflight = start_coroutine(self.send({"type": "http.response.body", "body": body, "more_body": True}))
+        except Exception:
+            # Queue it instead: the stream's task sends it and meets the
+            # failure in its own context, where it is handled and logged.
+            self.send = None
+            return False
+        if self.inflight is not None:
+            # The client is slow: its own task finishes this write (flush).
+            self.sending_since = asyncio.get_running_loop().time()
+            self._wake()
+        return True
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -98,18 +150,30 @@ class Subscriber:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.pending) or self.heartbeat_due or self.close_reason is not None
+        return bool(self.pending) or self.heartbeat_due or self.close_reason is not None or self.inflight is not None
 
     async def wait(self) -> None:
-        """Wait until there is something to do (message, heartbeat or close).
+        """Wait until there is something to do (message, heartbeat, close, a write to finish).
 
-        The waker clears ``_waiter``; a waiter left by a cancelled wait is
-        simply done, and the next wake skips it.
+        The waker clears ``_waiter``; so does a cancelled wait.
         """
         if self.has_work:
             return
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        await waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    async def flush(self) -> None:
+        """Finish a direct write that suspended (see the module doc), if any."""
+        inflight = self.inflight
+        if inflight is not None:
+            try:
+                await inflight
+            finally:
+                self.inflight = None
+                self.sending_since = None
 
     def take(self) -> list[Message]:
         """Remove and return the queued messages that are newer than the last given."""

@@ -9,11 +9,10 @@ Aborting frees them at once: ``SO_LINGER`` 0 makes the kernel drop the queued
 bytes and answer with a RST, then ``transport.abort()`` closes the socket.
 
 ASGI hands the application no transport, and uvicorn offers no extension for
-it, so this module reaches into uvicorn, in exactly two places, both below:
-the ``send`` callable uvicorn passes to the application is a bound method of
-its per-request cycle object, and that object holds the connection's asyncio
-transport. ``tests/test_hostile.py`` fails loudly if a uvicorn release
-changes either. Under another server, or when a middleware wraps ``send``,
+it, so the transport is found through uvicorn's internals:
+:func:`events.internals.uvicorn_transport` (two accesses, explained there).
+``tests/test_internals.py`` and ``tests/test_hostile.py`` fail loudly if a
+uvicorn release changes either. Under another server, or when a middleware wraps ``send``,
 :func:`aborter` returns None and a stuck stream is only cancelled (its slot
 is freed; its socket lingers until the client goes).
 
@@ -32,6 +31,8 @@ import weakref
 from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import Any
+
+from .internals import uvicorn_transport
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,7 @@ def aborter(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
     """A function that aborts the request's connection, or None if this server does not allow it."""
     ref = scope.get(SEND_KEY)
     send = ref() if ref is not None else None
-    # uvicorn internal 1: ``send`` is ``RequestResponseCycle.send``, a bound
-    # method; ``__self__`` is the cycle (httptools_impl and h11_impl alike).
-    cycle = getattr(send, "__self__", None)
-    # uvicorn internal 2: the cycle's ``transport`` attribute is the
-    # connection's asyncio transport (uvloop's or asyncio's).
-    transport: Any = getattr(cycle, "transport", None)
+    transport: Any = uvicorn_transport(send)
     if not callable(getattr(transport, "abort", None)) or not callable(getattr(transport, "get_extra_info", None)):
         if send is not None and not _warned:
             _warned.append(True)

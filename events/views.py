@@ -28,7 +28,7 @@ from .exceptions import HubUnavailable
 from .handlers import thread_lean, warn_unless_events_handler
 from .hub import get_hub
 from .polling import long_poll
-from .streaming import EventStreamResponse, event_stream
+from .streaming import EventStreamResponse
 from .tokens import InvalidToken, granted_topics
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
         return parsed
     topics, last_event_id = parsed
     abort = transport.aborter(getattr(request, "scope", {}))
-    return EventStreamResponse(event_stream(topics, last_event_id, abort))
+    return EventStreamResponse(topics, last_event_id, abort)
 
 
 @thread_lean

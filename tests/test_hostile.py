@@ -24,6 +24,7 @@ from events.connection import close_sync_clients
 
 from .servers import RedisServer, UvicornServer, wait_for
 from .sse import open_raw_stream, open_stream
+from .waits import opened
 
 MAX_ID = "18446744073709551615-18446744073709551615"
 
@@ -269,10 +270,15 @@ async def test_the_command_pool_is_bounded_and_waiting_for_it_is_a_retryable_ans
     assert httpx.get(poll_url(srv, topic, since="0-0"), timeout=10).status_code == 200  # warm up the pool
 
     # Redis holds every command for longer than POOL_WAIT: the first long-polls
-    # hold the pool's connections, the others wait for one, then give up.
-    pause_redis(redis_server, POOL_WAIT + 1.5)
-    async with httpx.AsyncClient(timeout=15) as client:
-        answers = await asyncio.gather(*(client.get(poll_url(srv, topic)) for _ in range(3 * POOL_SIZE)))
+    # hold the pool's connections, the others wait for one, then give up. An
+    # open stream keeps the topic subscribed (the polls attach without Redis),
+    # and each poll asks from another id (identical polls would share one read).
+    async with open_stream(stream_url(srv, topic)) as stream, httpx.AsyncClient(timeout=15) as client:
+        await opened(stream)
+        pause_redis(redis_server, POOL_WAIT + 1.5)
+        answers = await asyncio.gather(
+            *(client.get(poll_url(srv, topic, since=f"0-{i + 1}")) for i in range(3 * POOL_SIZE))
+        )
     statuses = [answer.status_code for answer in answers]
     assert set(statuses) <= {200, 503}, statuses
     refused = [answer for answer in answers if answer.status_code == 503]

@@ -1,0 +1,113 @@
+"""Every reliance on behaviour that Django, uvicorn or asyncio do not document, in one place.
+
+The rest of ``events/`` uses public API only. What is here is used because
+the public way costs a thread per open stream or a task wake-up per delivered
+event; each item says why, and ``tests/test_internals.py`` fails loudly,
+naming the item, when a release changes it (run on Django 5.2 and 6.x).
+
+1. **Django's ASGI handler methods** (not underscored, but not documented
+   either): :data:`DJANGO_HANDLER_METHODS`. Django's ``ASGIHandler.__call__``
+   wraps every request in asgiref's ``ThreadSensitiveContext``, which keeps
+   one executor thread alive per open request (10,000 threads for 10,000
+   streams). ``handlers.py`` serves the event endpoints without that context
+   and so calls the steps ``__call__`` would: read the body, build the
+   request, run the middleware chain, send the response.
+2. **A coroutine stepped by hand** (:func:`start_coroutine`): PEP 492's
+   coroutine protocol plus asyncio's convention that a suspended coroutine
+   yields the future it waits for. Used to hand one frame to many clients in
+   one loop without a task per client (see ``subscriber.py``).
+3. **uvicorn's send completes without suspending** when the socket is not
+   paused (its ``RequestResponseCycle.send`` awaits only while the transport
+   is paused). Not relied on for correctness: a send that does suspend is
+   finished by the client's own task. Relied on for speed only.
+4. **The connection under uvicorn's send** (:func:`uvicorn_transport`), to
+   abort a stream whose client stopped reading (``transport.py``): ASGI gives
+   no way to reach the socket. Under another server it is None, and such a
+   stream is only cancelled.
+
+No private (underscored) attribute of Django or uvicorn is read or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any
+
+# Methods of django.core.handlers.asgi.ASGIHandler that handlers.py calls (and
+# the module function get_script_prefix(scope) -> str)
+# instead of ASGIHandler.__call__ (item 1 above). Same names and signatures in
+# Django 5.2 and 6.x; tests/test_internals.py checks each one.
+DJANGO_HANDLER_METHODS = (
+    "read_body",  # (receive) -> body file; raises RequestAborted on disconnect
+    "create_request",  # (scope, body_file) -> (request, None) | (None, error response)
+    "get_response_async",  # (request) -> response, through settings.MIDDLEWARE
+    "send_response",  # (response, send): headers and body as ASGI messages
+)
+
+
+class PendingSend:
+    """A coroutine that suspended when first stepped: awaiting this finishes it."""
+
+    __slots__ = ("coro", "waiting_for")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_for: object) -> None:
+        self.coro = coro
+        self.waiting_for = waiting_for
+
+    def __await__(self) -> Generator[Any, None, None]:
+        coro = self.coro
+        try:
+            while True:
+                waiting_for = self.waiting_for
+                if asyncio.isfuture(waiting_for):
+                    # The coroutine is parked in ``await future``: wait for
+                    # that future here, then let the coroutine read its result
+                    # (or exception) itself when resumed.
+                    if not waiting_for.done():
+                        try:
+                            yield from asyncio.wait((waiting_for,)).__await__()
+                        except asyncio.CancelledError:
+                            waiting_for.cancel()
+                            raise
+                elif waiting_for is None:
+                    # A bare ``yield`` (asyncio.sleep(0)): one loop turn.
+                    yield None
+                else:
+                    raise RuntimeError(f"a coroutine yielded {waiting_for!r}, which is not an asyncio future")
+                try:
+                    self.waiting_for = coro.send(None)
+                except StopIteration:
+                    return
+        finally:
+            # Runs the coroutine's own cleanup when it did not finish (cancelled).
+            coro.close()
+
+
+def start_coroutine(coro: Awaitable[None]) -> PendingSend | None:
+    """Run ``coro`` up to its first suspension: None if it finished, else what finishes it.
+
+    Exceptions from the coroutine's first step propagate. The caller must
+    await the returned :class:`PendingSend` (in some task) before starting
+    anything that must come after it.
+    """
+    if not isinstance(coro, Coroutine):
+        raise TypeError(f"expected a coroutine, got {coro!r}")
+    try:
+        waiting_for = coro.send(None)
+    except StopIteration:
+        return None
+    except BaseException:
+        coro.close()
+        raise
+    return PendingSend(coro, waiting_for)
+
+
+def uvicorn_transport(send: object) -> object | None:
+    """The asyncio transport under uvicorn's ASGI ``send`` (item 4 above), or None."""
+    # uvicorn internal 1: ``send`` is ``RequestResponseCycle.send``, a bound
+    # method; ``__self__`` is the cycle (httptools_impl and h11_impl alike).
+    cycle = getattr(send, "__self__", None)
+    # uvicorn internal 2: the cycle's ``transport`` attribute is the
+    # connection's asyncio transport (uvloop's or asyncio's).
+    return getattr(cycle, "transport", None)

@@ -1,0 +1,49 @@
+"""The event endpoints' handler: EVENTS["MIDDLEWARE"] hooks and per-request urlconfs, as Django documents them."""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from events import publish
+from events.asgi import LifespanApp, events_asgi_app
+
+# The handler sends request_started/request_finished, whose receiver closes
+# stale database connections (a connection left by an earlier test counts).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def app() -> Iterator[LifespanApp]:
+    events = {**settings.EVENTS, "MIDDLEWARE": ["events.middleware.SessionUserMiddleware", "tests.lean_chain.Hooks"]}
+    with override_settings(EVENTS=events):
+        yield events_asgi_app()
+
+
+async def get(app: LifespanApp, path: str, **headers: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        return await client.get(path, headers=headers, timeout=10)
+
+
+async def test_process_view_can_answer_before_the_view(app: LifespanApp, topic: str) -> None:
+    response = await get(app, f"/events/poll/?topic={topic}&since=0-0", **{"X-Stop": "yes"})
+    assert response.status_code == 299
+    assert response.json() == {"stopped_before": "poll"}
+
+
+async def test_a_urlconf_set_by_the_chain_is_honoured_and_process_exception_sees_the_error(
+    app: LifespanApp, topic: str
+) -> None:
+    response = await get(app, f"/events/poll/?topic={topic}&since=0-0", **{"X-Urlconf": "broken"})
+    assert response.status_code == 298
+    assert response.json() == {"caught": "broken view"}
+
+
+async def test_without_the_hooks_the_view_answers(app: LifespanApp, topic: str) -> None:
+    newest = publish(topic)
+    response = await get(app, f"/events/poll/?topic={topic}&since=0-0")
+    assert response.status_code == 200
+    assert response.json()["last_id"] == newest
