@@ -29,7 +29,6 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-from . import transport
 from .asgi_types import ASGIApp, Receive, Scope, Send
 from .cluster.connection import aclose_clusters
 from .conf import conf
@@ -53,9 +52,6 @@ class LifespanApp:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
         else:
-            if scope["type"] == "http":
-                # So that a stream whose client stopped reading can be aborted.
-                transport.record_send(scope, send)
             await self.app(scope, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:

@@ -48,6 +48,7 @@ from django.urls import get_script_prefix as django_script_prefix
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
+from . import transport
 from .asgi_types import Receive, Scope, Send
 from .conf import conf
 from .errors import as_json
@@ -124,7 +125,7 @@ class EventsASGIHandler(ASGIHandler):
             request, response = self.create_request(scope, body_file)
             task = asyncio.current_task()
             assert task is not None
-            watcher = asyncio.create_task(cancel_on_disconnect(receive, task), name="events-disconnect")
+            watcher = DisconnectWatcher(receive, task)
             try:
                 if request is not None:
                     request.resolver_match = match
@@ -137,6 +138,9 @@ class EventsASGIHandler(ASGIHandler):
                 assert response is not None
                 # The event endpoints answer errors in JSON, whoever made the error.
                 response = as_json(response)
+                if isinstance(response, EventStreamResponse):
+                    # After the write timeout, its connection is aborted (transport.py).
+                    response.subscriber.abort = transport.aborter(send)
                 if isinstance(response, EventStreamResponse) and response.can_send_directly:
                     # Nor is the response: closing it would only send
                     # request_finished (below), its one closer (request.close) ran.
@@ -150,7 +154,7 @@ class EventsASGIHandler(ASGIHandler):
                 if hasattr(task, "uncancel"):  # Python >= 3.11
                     task.uncancel()
             finally:
-                watcher.cancel()
+                watcher.stop()
         finally:
             if body_file is not None:
                 body_file.close()
@@ -160,11 +164,39 @@ class EventsASGIHandler(ASGIHandler):
             await trips.call(response.close)  # sends request_finished
 
 
-async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` (the request) when the client disconnects."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    task.cancel()
+class DisconnectWatcher:
+    """Cancels the request's task when the client disconnects.
+
+    Waits on ``receive()`` itself, as a future with a callback, not in a
+    coroutine of its own: one frame less for every open stream.
+    """
+
+    __slots__ = ("_receive", "_receiving", "_task")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._receive = receive
+        self._task = task
+        self._receiving: asyncio.Future[Any] | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        self._receiving = asyncio.ensure_future(self._receive())
+        self._receiving.add_done_callback(self._received)
+
+    def _received(self, receiving: asyncio.Future[Any]) -> None:
+        if receiving.cancelled() or self._receiving is None:
+            return
+        if receiving.exception() is None and receiving.result()["type"] != "http.disconnect":
+            self._listen()  # not the end (a late body chunk): listen on
+            return
+        self._receiving = None
+        self._task.cancel()
+
+    def stop(self) -> None:
+        """The request is done: stop listening (it is not cancelled any more)."""
+        receiving, self._receiving = self._receiving, None
+        if receiving is not None:
+            receiving.cancel()
 
 
 def path_info(scope: Scope) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -69,12 +69,8 @@ class EventStreamResponse(StreamingHttpResponse):
     hold events back, and SSE frames are tiny anyway.
     """
 
-    def __init__(
-        self, topics: frozenset[str], last_event_id: str | None, abort: Callable[[], None] | None = None
-    ) -> None:
-        """``abort`` aborts the stream's connection (used after the write timeout; see transport.py)."""
+    def __init__(self, topics: frozenset[str], last_event_id: str | None) -> None:
         self.subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
-        self.subscriber.abort = abort
         stream = event_stream(self.subscriber, last_event_id)
         super().__init__(stream, content_type="text/event-stream")
         self._stream = stream

@@ -36,6 +36,22 @@ from .sse import encode_comment
 
 HEARTBEAT = encode_comment("heartbeat")
 
+# Distinct topic sets shared by the subscribers that ask for equal ones (most
+# clients of a site ask for the same few): one object each, not one per
+# client. Bounded; the oldest entry goes first.
+TOPIC_SETS_KEPT = 4096
+_topic_sets: dict[frozenset[str], frozenset[str]] = {}
+
+
+def shared_topics(topics: frozenset[str]) -> frozenset[str]:
+    """An equal topic set, the same object for every subscriber that asks for it."""
+    shared = _topic_sets.get(topics)
+    if shared is None:
+        if len(_topic_sets) >= TOPIC_SETS_KEPT:
+            del _topic_sets[next(iter(_topic_sets))]
+        shared = _topic_sets[topics] = topics
+    return shared
+
 
 class Subscriber:
     __slots__ = (
@@ -57,7 +73,7 @@ class Subscriber:
     )
 
     def __init__(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> None:
-        self.topics = topics
+        self.topics = shared_topics(topics)
         self.queue_size = queue_size
         self.is_stream = is_stream
         self.pending: list[Message] = []

@@ -12,13 +12,12 @@ ASGI hands the application no transport, and uvicorn offers no extension for
 it, so the transport is found through uvicorn's internals:
 :func:`events.internals.uvicorn_transport` (two accesses, explained there).
 ``tests/test_internals.py`` and ``tests/test_hostile.py`` fail loudly if a
-uvicorn release changes either. Under another server, or when a middleware wraps ``send``,
-:func:`aborter` returns None and a stuck stream is only cancelled (its slot
-is freed; its socket lingers until the client goes).
+uvicorn release changes either. Under another server, or when a middleware
+wraps ``send``, :func:`aborter` returns None and a stuck stream is only
+cancelled (its slot is freed; its socket lingers until the client goes).
 
-:class:`events.asgi.LifespanApp` records ``send`` in the scope (as a weak
-reference: a strong one would make a reference cycle through uvicorn's cycle
-object and its scope), and the stream view asks for the aborter.
+The events handler (``handlers.py``), which holds the request's ``send``,
+gives each stream its aborter.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ import asyncio
 import logging
 import socket
 import struct
-import weakref
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -36,30 +34,17 @@ from .internals import uvicorn_transport
 
 logger = logging.getLogger(__name__)
 
-# Scope key under which the ASGI wrapper records the server's ``send``.
-SEND_KEY = "events.send"
-
 # SO_LINGER on, zero seconds: close() discards unsent data and sends a RST.
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 # Whether the "cannot abort" warning was logged (once per process).
 _warned: list[bool] = []
 
 
-def record_send(scope: MutableMapping[str, Any], send: Callable[..., Any]) -> None:
-    """Keep a weak reference to the server's ``send`` in the request scope (if it is a bound method)."""
-    try:
-        scope[SEND_KEY] = weakref.WeakMethod(send)
-    except TypeError:
-        pass  # not a bound method: not uvicorn's, no transport to find
-
-
-def aborter(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
-    """A function that aborts the request's connection, or None if this server does not allow it."""
-    ref = scope.get(SEND_KEY)
-    send = ref() if ref is not None else None
+def aborter(send: object) -> Callable[[], None] | None:
+    """A function that aborts the connection under the server's ASGI ``send``, or None if it cannot."""
     transport: Any = uvicorn_transport(send)
     if not callable(getattr(transport, "abort", None)) or not callable(getattr(transport, "get_extra_info", None)):
-        if send is not None and not _warned:
+        if not _warned:
             _warned.append(True)
             logger.warning(
                 "events: cannot find the connection under %r; streams whose client stopped reading "

@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import params, transport
+from . import params
 from .authorization import denied_topics
 from .backend import get_backend
 from .conf import conf
@@ -107,8 +107,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     if isinstance(parsed, HttpResponseBase):
         return parsed
     topics, last_event_id = parsed
-    abort = transport.aborter(getattr(request, "scope", {}))
-    return EventStreamResponse(topics, last_event_id, abort)
+    return EventStreamResponse(topics, last_event_id)
 
 
 @thread_lean
