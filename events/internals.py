@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any
 
 # Methods of django.core.handlers.asgi.ASGIHandler that handlers.py calls (and
@@ -91,7 +92,8 @@ def start_coroutine(coro: Awaitable[None]) -> PendingSend | None:
     await the returned :class:`PendingSend` (in some task) before starting
     anything that must come after it.
     """
-    if not isinstance(coro, Coroutine):
+    # The exact type first: a C-level check, once per client per event.
+    if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
         raise TypeError(f"expected a coroutine, got {coro!r}")
     try:
         waiting_for = coro.send(None)
