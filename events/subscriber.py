@@ -105,13 +105,15 @@ class Subscriber:
 
     def push(self, message: Message) -> None:
         if self._waiter is not None and self.send is not None:
-            # Parked with an empty queue: write now (duplicates dropped as take() does).
-            if message.key <= self.last_key and not message.is_reset:
-                return
-            if self._write_now(message.frame):
-                self.last_key = message.key
+            # Parked with an empty queue: write now, what take() would give.
+            admitted = self.admit(message)
+            if admitted is not None:
+                # Should the write fail, the connection is broken: the
+                # stream's task meets that on its next write and ends; the
+                # client resumes from its last id.
+                self._write_now(admitted.frame)
                 self.delivered += 1
-                return
+            return
         self.pending.append(message)
         if len(self.pending) > self.queue_size:
             self._coalesce()
@@ -194,13 +196,13 @@ class Subscriber:
     def take(self) -> list[Message]:
         """Remove and return the queued messages that are newer than the last given."""
         pending, self.pending = self.pending, []
-        fresh = []
-        last = self.last_key
-        for message in pending:
-            # A reset always passes and restarts the count (after a Redis
-            # restart the new history may begin below the old ids).
-            if message.key > last or message.is_reset:
-                fresh.append(message)
-                last = message.key
-        self.last_key = last
-        return fresh
+        return [admitted for admitted in map(self.admit, pending) if admitted is not None]
+
+    def admit(self, message: Message) -> Message | None:
+        """``message`` as this client gets it, if newer than the last given (which it becomes); else None."""
+        # A reset always passes and restarts the count (after a Redis
+        # restart the new history may begin below the old ids).
+        if message.key > self.last_key or message.is_reset:
+            self.last_key = message.key
+            return message
+        return None

@@ -28,24 +28,20 @@ class ClusterSubscriber(Subscriber):
     def position_id(self) -> str:
         return format_positions(self.positions)
 
-    def take(self) -> list[Message]:
-        pending, self.pending = self.pending, []
-        fresh: list[Message] = []
+    def admit(self, message: Message) -> Message | None:
+        assert isinstance(message, GroupMessage)
         positions = self.positions
-        for message in pending:
-            assert isinstance(message, GroupMessage)
-            current = positions.get(message.group)
-            # A reset always passes and restarts the group's count (the shard
-            # may have lost data; its new ids may be lower).
-            if message.is_reset or current is None or message.key > current:
-                positions[message.group] = message.key
-                if len(positions) == 1:
-                    # All its topics in one group: the id is the message's own,
-                    # and the frame is shared with every such client.
-                    fresh.append(message.solo)
-                else:
-                    fresh.append(PositionedMessage(message, format_positions(positions)))
-        return fresh
+        current = positions.get(message.group)
+        # A reset always passes and restarts the group's count (the shard
+        # may have lost data; its new ids may be lower).
+        if message.is_reset or current is None or message.key > current:
+            positions[message.group] = message.key
+            if len(positions) == 1:
+                # All its topics in one group: the id is the message's own,
+                # and the frame is shared with every such client.
+                return message.solo
+            return PositionedMessage(message, format_positions(positions))
+        return None
 
     def _coalesce(self) -> None:
         latest: dict[str | None, Message] = {message.topic: message for message in self.pending}
