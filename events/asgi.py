@@ -30,11 +30,11 @@ from collections.abc import Callable
 from types import FrameType
 
 from .asgi_types import ASGIApp, Receive, Scope, Send
+from .backend import get_hub, pop_hub
 from .cluster.connection import aclose_clusters
 from .conf import conf
 from .connection import aclose_clients, verify_redis_settings
 from .handlers import EventsASGIHandler
-from .hub import get_hub, pop_hub
 
 logger = logging.getLogger(__name__)
 

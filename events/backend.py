@@ -16,35 +16,18 @@ backend and never look at the URL themselves.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncGenerator, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .cluster.backend import ClusterBackend
 from .cluster.connection import is_cluster_url
 from .conf import conf
 from .history import Batch
+from .hub import Hub
+from .pubsub import HubConnection
 from .single import SingleNodeBackend
 from .subscriber import Subscriber
-
-if TYPE_CHECKING:
-    from .hub import Hub
-
-
-class HubConnection(Protocol):
-    """The hub's Redis side: subscriptions that follow the hub's clients."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    async def wait_connected(self, timeout: float) -> None: ...
-
-    async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]: ...
-
-    def release(self, topics: list[str]) -> None: ...
-
-    async def read_forever(self) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -98,3 +81,25 @@ def current_id(topics: Iterable[str] | None = None) -> str:
 async def acurrent_id(topics: Iterable[str] | None = None) -> str:
     """Async version of :func:`current_id`."""
     return await get_backend().acurrent_id(topics)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per worker process), made on first use.
+
+    Here rather than in ``hub.py``: the hub is given the backend's pub/sub
+    connection, and the hub module stays free of the backends (which know
+    the hub), so that nothing imports in a circle.
+    """
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(lambda hub: get_backend().new_pubsub(hub))
+    return hub
+
+
+def pop_hub() -> Hub | None:
+    """Remove and return the running loop's hub (for shutdown and tests)."""
+    return _hubs.pop(asyncio.get_running_loop(), None)

@@ -6,7 +6,11 @@ hub subscribes to a topic's channel while at least one local client wants it
 :class:`Message` once (one encoded frame) and pushes that same object to every
 local client of the topic. One ticker task per process sends heartbeats,
 enforces the write timeout and the stream age. The Redis side (connection,
-subscriptions, reconnects, filling gaps from the history) is ``pubsub.py``.
+subscriptions, reconnects, filling gaps from the history, dropping
+duplicates) is the backend's (``pubsub.py``, or ``cluster/pubsub.py``),
+made by the ``connect`` the hub is given; it sees the hub as a ``HubSide``
+(``wanted_topics``, ``fan_out``, ``reset_all``, ``reset_topics``). The hub of
+each event loop is ``backend.get_hub()``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
 reader and ticker tasks; ``begin_shutdown()`` ends every client cleanly and
@@ -17,16 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
+from collections.abc import Callable, Collection
 
 import redis
 
 from . import metrics
-from .backend import HubConnection, get_backend
 from .conf import conf
 from .exceptions import HubUnavailable
-from .ids import EventKey
 from .messages import Message
+from .pubsub import HubConnection
 from .subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -38,13 +41,13 @@ SUBSCRIBE_WAIT = 5.0
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, connect: Callable[[Hub], HubConnection]) -> None:
+        # Makes the Redis side on start() (the backend's pub/sub connection;
+        # see backend.get_hub, which makes the hub of each event loop).
+        self._connect = connect
         self.topic_clients: dict[str, set[Subscriber]] = {}
         self.streams: set[Subscriber] = set()
         self.polls: set[Subscriber] = set()
-        # Newest event id handed out (or known to be covered): duplicates
-        # are dropped against it, and a reconnect fills the gap after it.
-        self.last_key: EventKey | None = None
         self.closing = False
         self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,7 +65,7 @@ class Hub:
     def start(self) -> None:
         if self._tasks or self.closing:
             return
-        self.pubsub = get_backend().new_pubsub(self)
+        self.pubsub = self._connect(self)
         self._tasks = [
             asyncio.create_task(self.pubsub.read_forever(), name="events-hub-reader"),
             asyncio.create_task(self._tick_forever(), name="events-hub-ticker"),
@@ -153,17 +156,14 @@ class Hub:
         if unwanted and self.pubsub is not None:
             self.pubsub.release(unwanted)
 
-    # Fan-out -------------------------------------------------------------
+    # Fan-out (what pubsub.HubSide asks of the hub) ---------------------
 
-    def dispatch(self, message: Message) -> None:
-        """Hand ``message`` to every local client of its topic (unless already seen)."""
-        if self.last_key is not None and message.key <= self.last_key and not message.is_reset:
-            return
-        self.last_key = message.key
-        self.fan_out(message)
+    def wanted_topics(self) -> Collection[str]:
+        """The topics at least one local client wants (a live view)."""
+        return self.topic_clients.keys()
 
     def fan_out(self, message: Message) -> None:
-        """Hand ``message`` to every local client of its topic (the caller dropped duplicates)."""
+        """Hand ``message`` to every local client of its topic (the reader dropped duplicates)."""
         metrics.EVENTS_RECEIVED.inc()
         clients = self.topic_clients.get(message.topic) if message.topic is not None else None
         if clients:
@@ -173,17 +173,13 @@ class Hub:
 
     def reset_all(self, message: Message) -> None:
         """Send ``message`` (a reset) to every client: events may have been lost."""
-        self.last_key = message.key
-        metrics.CLIENTS_RESET.inc(len(self.streams) + len(self.polls))
         for client in [*self.streams, *self.polls]:
-            client.push(message)
+            client.push_reset(message)
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""
-        clients = {client for topic in topics for client in self.topic_clients.get(topic, ())}
-        metrics.CLIENTS_RESET.inc(len(clients))
-        for client in clients:
-            client.push(message)
+        for client in {client for topic in topics for client in self.topic_clients.get(topic, ())}:
+            client.push_reset(message)
 
     # The ticker task ----------------------------------------------------
 
@@ -232,20 +228,3 @@ async def wait_shared(futures: list[asyncio.Future[None]], timeout: float) -> No
         raise TimeoutError
     for future in futures:
         future.result()  # raises HubUnavailable if the connection was lost meanwhile
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def get_hub() -> Hub:
-    """The hub of the running event loop (one per worker process), made on first use."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub()
-    return hub
-
-
-def pop_hub() -> Hub | None:
-    """Remove and return the running loop's hub (for shutdown and tests)."""
-    return _hubs.pop(asyncio.get_running_loop(), None)

@@ -14,10 +14,9 @@ from contextlib import aclosing
 from typing import Any
 
 from . import metrics
-from .backend import get_backend
+from .backend import get_backend, get_hub
 from .conf import conf
 from .history import Batch
-from .hub import get_hub
 from .messages import Message
 
 # Events in one long-poll answer, at most: a client that missed more gets

@@ -6,13 +6,20 @@ confirmations resolve, in order; ``release()`` unsubscribes, in the
 background, from topics nobody wants any more (a lock keeps SUBSCRIBE and
 UNSUBSCRIBE in order with reconnects).
 
-Nothing is lost across a lost connection. The hub remembers the newest event
-id it has seen (``hub.last_key``); after reconnecting and re-subscribing, the
-reader reads the history after that id and hands the missed events to the
-hub, then the live messages that arrived meanwhile (duplicates are dropped by
-id). While idle, a PING every few seconds checks the connection and, because
-Redis answers in order, lets it advance ``last_key`` safely to an id read just
-before the PING. Reconnects back off exponentially, with jitter.
+The reader talks to the hub only through :class:`HubSide` (which topics are
+wanted; hand a message to their clients; reset everyone). It owns the
+de-duplication watermark (``watermark.py``), which also tells messages
+Redis made from foreign ones with made-up ids.
+
+Nothing is lost across a lost connection. One connection's life, in
+``_connect_and_read``: subscribe to every wanted topic and read the newest
+id; read the handshake up to the PONG; after a reconnect, read the history
+after the newest id handed over and hand the missed events over, then the
+live messages that arrived meanwhile (the overlap is dropped by id); then
+read live messages. While idle, a PING every few seconds checks the
+connection and, because Redis answers in order, lets the watermark advance
+safely to an id read just before the PING. Reconnects back off
+exponentially, with jitter.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from contextlib import aclosing
+from enum import Enum
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -30,11 +40,9 @@ from redis.asyncio.client import PubSub
 from . import history, metrics, redis_url
 from .connection import channel_prefix, describe_error, new_hub_command_client, new_pubsub_client
 from .exceptions import HubUnavailable
-from .ids import format_key, parse_id
+from .ids import EventKey, format_key, parse_id
 from .messages import Message, skip_malformed
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .watermark import Watermark
 
 logger = logging.getLogger("events.hub")
 
@@ -52,9 +60,48 @@ BACKOFF_MAX = 1.0
 WARN_EVERY = 30.0
 
 
+class HubSide(Protocol):
+    """What the Redis side may ask of the hub (the hub implements it)."""
+
+    def wanted_topics(self) -> Collection[str]:
+        """The topics at least one local client wants, as a live view."""
+        ...
+
+    def fan_out(self, message: Message) -> None:
+        """Hand a new message to every local client of its topic."""
+        ...
+
+    def reset_all(self, message: Message) -> None:
+        """Hand ``message`` (a reset) to every local client: events may have been lost."""
+        ...
+
+
+class HubConnection(Protocol):
+    """The hub's Redis side, as the hub uses it (this module's, or the cluster's)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float) -> None: ...
+
+    async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]: ...
+
+    def release(self, topics: list[str]) -> None: ...
+
+    async def read_forever(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Signal(Enum):
+    PONG = "pong"
+    IDLE = "idle"
+
+
 class PubSubConnection:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: HubSide) -> None:
         self.hub = hub
+        self._watermark = Watermark()
         self._prefix = channel_prefix()
         self._prefix_bytes = self._prefix.encode()
         # Topics with a SUBSCRIBE (and no UNSUBSCRIBE since) on this connection.
@@ -133,11 +180,8 @@ class PubSubConnection:
     async def _flush_unsubscribes(self) -> None:
         while self._to_unsubscribe:
             async with self._lock:
-                topics = [
-                    topic
-                    for topic in self._to_unsubscribe
-                    if topic not in self.hub.topic_clients and topic in self._subscribed
-                ]
+                wanted = self.hub.wanted_topics()
+                topics = [topic for topic in self._to_unsubscribe if topic not in wanted and topic in self._subscribed]
                 self._to_unsubscribe.clear()
                 self._subscribed.difference_update(topics)
                 metrics.TOPICS_SUBSCRIBED.set(len(self._subscribed))
@@ -171,6 +215,7 @@ class PubSubConnection:
                 del self._confirmations[topic]
 
     async def read_forever(self) -> None:
+        """Connect, read, and reconnect after any failure, until cancelled (the hub's stop)."""
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         warned_at: float | None = None
@@ -190,111 +235,156 @@ class PubSubConnection:
                 # for good (the hub would refuse every client from then on).
                 logger.exception("events hub: unexpected error in the Redis reader; reconnecting")
             finally:
+                # Also when cancelled (the hub stops): then nothing below runs.
                 was_connected = self._connected.is_set()
                 await self._disconnected()
             if was_connected:
+                logger.warning("events hub: disconnected from Redis; open streams stay open and keep their heartbeats")
                 delay = BACKOFF_MIN
             await asyncio.sleep(delay * (1 + random.random() / 2))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _connect_and_read(self) -> None:
+        """One connection's life: subscribe, handshake, catch up, then read until it fails."""
         pubsub = self._redis.pubsub()
+        topics, newest_id = await self._subscribe_all(pubsub)
+        early = await self._read_handshake(pubsub)
+        reconnected = self._ever_connected
+        if reconnected:
+            # First what was published while we were away, then what
+            # arrived during the handshake (the overlap is dropped by id).
+            await self._fill_gap(topics, newest_id)
+        for message in early:
+            await self._receive(message)
+        if not reconnected:
+            # Everything up to the id read before the PING has been read.
+            self._watermark.cover(newest_id)
+        self._ever_connected = True
+        self._connected.set()
+        metrics.HUB_CONNECTED.set(1)
+        if reconnected:
+            metrics.REDIS_RECONNECTS.inc()
+            logger.info("events hub: reconnected to Redis, %d topics", len(topics))
+        await self._read_loop(pubsub)
+
+    async def _subscribe_all(self, pubsub: PubSub) -> tuple[list[str], EventKey]:
+        """Connect, SUBSCRIBE to every wanted topic, read the newest id, send a PING.
+
+        Returns the topics and the newest id. Redis answers in order: when
+        the PONG arrives, every SUBSCRIBE is in force and every message
+        published before the id was read has arrived.
+        """
         async with self._lock:
             self._pubsub = pubsub
-            topics = list(self.hub.topic_clients)
+            topics = list(self.hub.wanted_topics())
             self._expect_confirmations(topics)
             await pubsub.connect()  # type: ignore[no-untyped-call]
             if topics:
                 await pubsub.subscribe(*[self._prefix + topic for topic in topics])
-            watermark = await history.read_current_id(self._commands)
-            # Redis answers in order: when this PONG arrives, every SUBSCRIBE
-            # above is in force.
+            newest_id = await self._measure()
             await pubsub.ping()
+        return topics, newest_id
 
-        buffered: list[Message] = []
+    async def _read_handshake(self, pubsub: PubSub) -> list[Message]:
+        """Read up to the PONG: the confirmations, and the messages that came first (returned)."""
+        early: list[Message] = []
         while True:
-            raw = await pubsub.get_message(timeout=IDLE_PING)
-            if raw is None:
+            item = await self._next(pubsub)
+            if item is _Signal.PONG:
+                return early
+            if item is _Signal.IDLE:
                 raise TimeoutError("no answer to PING from Redis")
-            kind = raw["type"]
-            if kind == "message":
-                message = self._parse(raw)
-                if message is not None:
-                    buffered.append(message)
-            elif kind == "subscribe":
-                self._confirm(raw["channel"])
-            elif kind == "pong":
-                break
-
-        if self._ever_connected:
-            # Reconnected: first what was published while we were away, then
-            # what arrived during the handshake (duplicates are dropped).
-            if self.hub.last_key is not None:
-                await self._fill_gap(topics)
-            for message in buffered:
-                self.hub.dispatch(message)
-            metrics.REDIS_RECONNECTS.inc()
-            logger.info("events hub: reconnected to Redis, %d topics", len(topics))
-        else:
-            for message in buffered:
-                self.hub.dispatch(message)
-            self._advance(watermark)
-        self._ever_connected = True
-        self._connected.set()
-        metrics.HUB_CONNECTED.set(1)
-        await self._read_loop(pubsub)
+            early.append(item)
 
     async def _read_loop(self, pubsub: PubSub) -> None:
-        watermark: str | None = None
+        """Hand live messages to the hub; while idle, check the connection and advance the watermark."""
+        newest_id: EventKey | None = None  # read before the PING in flight
+        while True:
+            item = await self._next(pubsub)
+            if item is _Signal.IDLE:
+                if newest_id is not None:
+                    raise TimeoutError("no answer to PING from Redis")
+                newest_id = await self._measure()
+                await pubsub.ping()
+            elif item is _Signal.PONG:
+                # The PONG proves we have read every message up to newest_id.
+                if newest_id is not None:
+                    self._watermark.cover(newest_id)
+                    newest_id = None
+            else:
+                await self._receive(item)
+
+    async def _next(self, pubsub: PubSub) -> Message | _Signal:
+        """The next message on our channels, or a PONG, or IDLE after IDLE_PING quiet seconds.
+
+        SUBSCRIBE confirmations are handled here; foreign data is skipped.
+        """
         while True:
             raw = await pubsub.get_message(timeout=IDLE_PING)
             if raw is None:
-                if watermark is not None:
-                    raise TimeoutError("no answer to PING from Redis")
-                # Idle: check the connection, and advance last_key to the
-                # newest id once the PONG proves we have read up to there.
-                watermark = await history.read_current_id(self._commands)
-                await pubsub.ping()
-                continue
+                return _Signal.IDLE
             kind = raw["type"]
             if kind == "message":
                 message = self._parse(raw)
                 if message is not None:
-                    self.hub.dispatch(message)
-            elif kind == "pong":
-                if watermark is not None:
-                    self._advance(watermark)
-                    watermark = None
+                    return message
             elif kind == "subscribe":
                 self._confirm(raw["channel"])
+            elif kind == "pong":
+                return _Signal.PONG
 
-    def _advance(self, watermark: str) -> None:
-        key = parse_id(watermark)
-        if self.hub.last_key is None or key > self.hub.last_key:
-            self.hub.last_key = key
+    async def _receive(self, message: Message) -> None:
+        """Hand a live message to the hub, unless it is a duplicate or Redis did not make it."""
+        now = asyncio.get_running_loop().time()
+        if self._watermark.plausible(message.key, now) or await self._made_by_redis(message):
+            self._hand_over(message)
 
-    async def _fill_gap(self, topics: list[str]) -> None:
-        """After a reconnect: deliver what was published while we were away (in bounded batches)."""
-        assert self.hub.last_key is not None
-        position = format_key(self.hub.last_key)
+    def _hand_over(self, message: Message) -> None:
+        if self._watermark.is_duplicate(message.key):
+            return
+        self._watermark.handed(message.key)
+        self.hub.fan_out(message)
+
+    async def _measure(self) -> EventKey:
+        """Read Redis's newest id and clock (the watermark's horizon); return the newest id."""
+        sent_at = asyncio.get_running_loop().time()
+        newest_id = parse_id(await history.read_current_id(self._commands))
+        seconds, microseconds = await self._commands.time()
+        self._watermark.measure(seconds * 1000 + microseconds // 1000, newest_id, sent_at)
+        return newest_id
+
+    async def _made_by_redis(self, message: Message) -> bool:
+        """Whether ``message``'s id (beyond the horizon) is one Redis made; if not, skip it as foreign."""
+        newest_id = await self._measure()
+        if message.key <= newest_id:
+            return True  # Redis's clock jumped ahead: the measure above caught up with it
+        skip_malformed(
+            f"channel of topic {message.topic!r}",
+            ValueError(f"id {message.id} is ahead of the newest id Redis has made ({format_key(newest_id)})"),
+        )
+        return False
+
+    async def _fill_gap(self, topics: list[str], newest_id: EventKey) -> None:
+        """After a reconnect: hand over what was published while we were away (in bounded batches)."""
+        start = self._watermark.gap_start(newest_id)
+        if start is None:
+            return
         delivered = 0
-        while True:
-            batch = await history.read_batch(self._commands, position, topics)
-            if batch.reset is not None:
-                logger.warning("events hub: events were lost while disconnected; clients get a reset")
-                self.hub.reset_all(batch.reset)
-                return
-            for message in batch.events:
-                self.hub.dispatch(message)
-            delivered += len(batch.events)
-            if not batch.more:
-                break
-            position = batch.position
+        async with aclosing(history.read_after(self._commands, format_key(start), topics)) as batches:
+            async for batch in batches:
+                if batch.reset is not None:
+                    logger.warning("events hub: events were lost while disconnected; clients get a reset")
+                    self._watermark.restart(batch.reset.key)
+                    self.hub.reset_all(batch.reset)
+                    return
+                for message in batch.events:
+                    self._hand_over(message)
+                delivered += len(batch.events)
+                self._watermark.cover(parse_id(batch.position))
         if delivered:
             logger.info("events hub: delivered %d events missed while disconnected", delivered)
 
     async def _disconnected(self) -> None:
-        was_connected = self._connected.is_set()
         self._connected.clear()
         metrics.HUB_CONNECTED.set(0)
         async with self._lock:
@@ -312,5 +402,3 @@ class PubSubConnection:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (redis.RedisError, OSError):
                 pass
-        if was_connected and not self.hub.closing:
-            logger.warning("events hub: disconnected from Redis; open streams stay open and keep their heartbeats")

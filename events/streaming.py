@@ -32,10 +32,9 @@ from django.http import StreamingHttpResponse
 
 from . import metrics, sse
 from .asgi_types import Send
-from .backend import get_backend
+from .backend import get_backend, get_hub
 from .conf import conf
 from .exceptions import HubUnavailable
-from .hub import get_hub
 from .subscriber import HEARTBEAT, Subscriber
 
 logger = logging.getLogger(__name__)

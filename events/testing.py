@@ -199,8 +199,7 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
 
     async def __aenter__(self) -> EventStream:
         from .asgi import shutdown
-        from .backend import acurrent_id
-        from .hub import get_hub
+        from .backend import acurrent_id, get_hub
 
         if not get_hub().started:
             self._stack.push_async_callback(shutdown)  # the hub is ours: stop it when leaving

@@ -20,13 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import params
 from .authorization import denied_topics
-from .backend import get_backend
+from .backend import get_backend, get_hub
 from .conf import conf
 from .connection import describe_error
 from .errors import error
 from .exceptions import HubUnavailable
 from .handlers import thread_lean, warn_unless_events_handler
-from .hub import get_hub
 from .polling import long_poll
 from .streaming import EventStreamResponse
 from .tokens import InvalidToken, granted_topics

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from events.asgi import LifespanApp, tune_garbage_collector
 from events.asgi_types import ASGIMessage, Receive, Scope, Send
-from events.hub import get_hub
+from events.backend import get_hub
 
 
 @pytest.fixture
