@@ -22,7 +22,7 @@ so a replay never silently skips what the trimming took.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio
@@ -30,6 +30,7 @@ import redis.asyncio
 from .connection import get_async_client, get_sync_client, history_key
 from .ids import MAX_ID, ZERO_ID, parse_id
 from .messages import Message, skip_malformed
+from .scripts import LuaScript
 
 # Entries read per script run (all topics; the wanted ones are returned).
 # About 3 ms of Redis time with 1 KB payloads: a resume never blocks Redis
@@ -89,6 +90,9 @@ if #range >= tonumber(ARGV[2]) then more = 1 end
 return {last, first, trimmed, known, position, more, found}
 """
 )
+_READ = LuaScript(READ_SCRIPT)
+# The script's arguments that ask for the newest id only.
+_NOW = ("$", 0)
 
 
 @dataclass
@@ -127,8 +131,8 @@ async def read_batch(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     wanted = list(topics)
     if not wanted:
         return Batch(last_id=since, position=since)
-    raw_last, raw_first, trimmed, known, raw_position, more, entries = await client.register_script(READ_SCRIPT)(
-        keys=[history_key()], args=[since, limit, *wanted]
+    raw_last, raw_first, trimmed, known, raw_position, more, entries = await _READ.arun(
+        client, [history_key()], [since, limit, *wanted]
     )
     last_id = _decode(raw_last)
     if known or (since == ZERO_ID and not trimmed):
@@ -139,10 +143,32 @@ async def read_batch(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     return Batch(last_id, last_id, reset=Message.reset(last_id, "unknown-id"))
 
 
+# How read_after reads one batch: read_batch, or one that shares reads.
+ReadBatch = Callable[[redis.asyncio.Redis, str, Iterable[str]], Awaitable[Batch]]
+
+
+async def read_after(
+    client: redis.asyncio.Redis, since: str, topics: Iterable[str], *, read: ReadBatch | None = None
+) -> AsyncGenerator[Batch, None]:
+    """The history after ``since`` on ``topics``, batch by batch, to its end; a reset is the last batch.
+
+    ``read`` reads each batch (default :func:`read_batch`; it is given
+    ``topics`` as they are). Close the generator (``contextlib.aclosing``)
+    when not reading to the end.
+    """
+    read = read or read_batch
+    position = since
+    while True:
+        batch = await read(client, position, topics)
+        yield batch
+        if batch.reset is not None or not batch.more:
+            return
+        position = batch.position
+
+
 async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    raw_last, *_ = await client.register_script(READ_SCRIPT)(keys=[history_key()], args=["$", 0])
-    return _decode(raw_last)
+    return _decode((await _READ.arun(client, [history_key()], _NOW))[0])
 
 
 def current_id() -> str:
@@ -151,8 +177,7 @@ def current_id() -> str:
     Render it into a page and have the client resume from it: then nothing
     published between rendering and subscribing is missed.
     """
-    raw_last, *_ = get_sync_client().register_script(READ_SCRIPT)(keys=[history_key()], args=["$", 0])
-    return _decode(raw_last)
+    return _decode(_READ.run(get_sync_client(), [history_key()], _NOW)[0])
 
 
 async def acurrent_id() -> str:

@@ -7,9 +7,12 @@ one pub/sub connection per worker (``pubsub.py``) and plain ``<ms>-<seq>`` ids.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Iterable
+from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import redis.asyncio
 
 from . import history
 from .conf import conf
@@ -35,6 +38,16 @@ MAX_ID_LENGTH = 41
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _shared_batch(client: redis.asyncio.Redis, position: str, topics: Iterable[str]) -> Awaitable[history.Batch]:
+    """``history.read_batch``, shared by clients asking the same at the same moment.
+
+    All re-polling after one event ask the same: see shared_reads.py. They
+    are all subscribed already, as that module requires.
+    """
+    key = ("batch", position, frozenset(topics))
+    return shared_reads().read(key, partial(history.read_batch, client, position, topics))
 
 
 class SingleNodeBackend:
@@ -72,25 +85,17 @@ class SingleNodeBackend:
         Sets the client's position as it goes, so live events the replay
         covers are dropped; stops once the client is closed.
         """
-        if since is None:
+        if since is None or client.close_reason is not None:
             return
         client.last_key = parse_id(since)
-        position: str | None = since
-        while position is not None and client.close_reason is None:
-            # Clients asking the same at the same moment (all re-polling
-            # after one event) share one read: see shared_reads.py. They are
-            # all subscribed already, as that module requires.
-            batch = await shared_reads().read(
-                ("batch", position, client.topics),
-                partial(history.read_batch, get_async_client(), position, client.topics),
-            )
-            if batch.reset is not None:
-                client.last_key = batch.reset.key
-                position = None
-            else:
-                client.last_key = max(client.last_key, parse_id(batch.position))
-                position = batch.position if batch.more else None
-            yield batch
+        async with aclosing(
+            history.read_after(get_async_client(), since, client.topics, read=_shared_batch)
+        ) as batches:
+            async for batch in batches:
+                client.replayed(batch)
+                yield batch
+                if client.close_reason is not None:
+                    return
 
     def poll_last_id(self, client: Subscriber, since: str, batch: history.Batch | None) -> str:
         """The ``last_id`` of a long-poll that got no event."""

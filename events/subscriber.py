@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from . import metrics
 from .asgi_types import Send
-from .ids import ZERO_KEY, EventKey
+from .history import Batch
+from .ids import ZERO_KEY, EventKey, parse_id
 from .internals import PendingSend, start_coroutine
 from .messages import Message
 from .sse import encode_comment
@@ -119,6 +120,11 @@ class Subscriber:
             self._coalesce()
         self._wake()
 
+    def push_reset(self, message: Message) -> None:
+        """Queue ``message``, a reset: events may have been lost."""
+        metrics.CLIENTS_RESET.inc()
+        self.push(message)
+
     def heartbeat(self) -> None:
         if self._waiter is not None and self.send is not None and self._write_now(HEARTBEAT):
             return
@@ -192,6 +198,17 @@ class Subscriber:
             finally:
                 self.inflight = None
                 self.sending_since = None
+
+    def replayed(self, batch: Batch) -> None:
+        """Move this client's position past one batch of its replay (its events, or its reset).
+
+        Live events queued meanwhile that the replay covers are then dropped
+        by :meth:`take`.
+        """
+        if batch.reset is not None:
+            self.last_key = batch.reset.key
+        else:
+            self.last_key = max(self.last_key, parse_id(batch.position))
 
     def take(self) -> list[Message]:
         """Remove and return the queued messages that are newer than the last given."""
