@@ -19,6 +19,7 @@ from .conf import conf
 from .connection import channel_name, get_async_client, get_sync_client, history_key
 from .ids import is_valid_id, parse_id
 from .pubsub import PubSubConnection
+from .scripts import LuaScript
 from .shared_reads import shared_reads
 from .subscriber import Subscriber
 
@@ -31,9 +32,14 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2]
 redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
 return id
 """
+_PUBLISH = LuaScript(PUBLISH_SCRIPT)
 
 # Longest id we accept: two 20-digit numbers and a dash.
 MAX_ID_LENGTH = 41
+
+
+def _publish_args(topic: str, event: str, payload: str) -> list[Any]:
+    return [conf.HISTORY, topic, event, payload, channel_name(topic)]
 
 
 def _text(value: bytes | str) -> str:
@@ -57,12 +63,10 @@ class SingleNodeBackend:
         return is_valid_id(value)
 
     def publish(self, topic: str, event: str, payload: str) -> str:
-        args: list[Any] = [conf.HISTORY, topic, event, payload, channel_name(topic)]
-        return _text(get_sync_client().register_script(PUBLISH_SCRIPT)(keys=[history_key()], args=args))
+        return _text(_PUBLISH.run(get_sync_client(), [history_key()], _publish_args(topic, event, payload)))
 
     async def apublish(self, topic: str, event: str, payload: str) -> str:
-        args: list[Any] = [conf.HISTORY, topic, event, payload, channel_name(topic)]
-        return _text(await get_async_client().register_script(PUBLISH_SCRIPT)(keys=[history_key()], args=args))
+        return _text(await _PUBLISH.arun(get_async_client(), [history_key()], _publish_args(topic, event, payload)))
 
     def current_id(self, topics: Iterable[str] | None) -> str:
         return history.current_id()
