@@ -148,6 +148,69 @@ async def test_foreign_messages_on_a_channel_are_skipped_and_the_hub_goes_on(pri
     assert "Traceback" not in srv.log()
 
 
+async def test_a_message_with_an_id_redis_never_made_is_skipped_and_hides_no_event(
+    private: Private, make_topic: Callable[[], str]
+) -> None:
+    """Anyone who can PUBLISH could send a well-formed message with an id far in the future.
+
+    Taken as an event, its id would become the hub's de-duplication mark (and
+    the clients'), and every real event after it, on any topic, would be
+    dropped as already seen.
+    """
+    redis_server, srv = private
+    attacked, other = make_topic(), make_topic()
+    prefix = srv.env["EVENTS_PREFIX"]
+    async with open_stream(stream_url(srv, attacked)) as stream, open_stream(stream_url(srv, other)) as bystander:
+        await stream.next_frame()
+        await bystander.next_frame()
+        with redis_server.client() as client:
+            channels = [f"{prefix}:topic:{attacked}", f"{prefix}:topic:{other}"]
+
+            def both_subscribed() -> bool:
+                return [count for _, count in client.pubsub_numsub(*channels)] == [1, 1]
+
+            await asyncio.to_thread(wait_for, both_subscribed, 5, "both subscribed")
+            # Year 5138; well-formed in every other respect.
+            client.publish(channels[0], b"99999999999999-0\ninvalidate\n{}")
+        real = await asyncio.to_thread(publish, attacked, {"n": 1})
+        elsewhere = await asyncio.to_thread(publish, other, {"n": 2})
+        assert (await stream.next_event()).id == real
+        assert (await bystander.next_event()).id == elsewhere
+    assert "ahead of the newest id Redis has made" in srv.log()
+
+
+async def test_an_event_id_ahead_of_redis_s_clock_that_redis_made_is_delivered(private: Private, topic: str) -> None:
+    """Ids ahead of Redis's clock are real when Redis made them (its clock went back, or jumped ahead).
+
+    Here the history is given an entry a day ahead, as the publish script
+    would add it; the hub checks such an id against Redis rather than skip it.
+    """
+    redis_server, srv = private
+    prefix = srv.env["EVENTS_PREFIX"]
+    channel = f"{prefix}:topic:{topic}"
+    async with open_stream(stream_url(srv, topic)) as stream:
+        await stream.next_frame()
+        with redis_server.client() as client:
+            await asyncio.to_thread(wait_for, lambda: client.pubsub_numsub(channel)[0][1] == 1, 5, "subscribed")
+            seconds, _ = client.time()
+            ahead = f"{(seconds + 86400) * 1000}-0"
+            client.eval(
+                "local id = redis.call('XADD', KEYS[1], ARGV[1], 't', ARGV[2], 'e', 'invalidate', 'd', '{}') "
+                "redis.call('PUBLISH', ARGV[3], id .. '\\n' .. 'invalidate' .. '\\n' .. '{}') return id",
+                1,
+                f"{prefix}:history",
+                ahead,
+                topic,
+                channel,
+            )
+        assert (await stream.next_event()).id == ahead
+        # Redis goes on from there (the same millisecond, the next sequence).
+        after = await asyncio.to_thread(publish, topic)
+        assert after.startswith(ahead.split("-")[0])
+        assert (await stream.next_event()).id == after
+    assert "ahead of the newest id" not in srv.log()
+
+
 async def test_foreign_entries_in_the_history_are_skipped_by_replays(private: Private, topic: str) -> None:
     redis_server, srv = private
     before = await asyncio.to_thread(publish, topic, "before")
