@@ -253,7 +253,7 @@ class PubSubConnection:
         if reconnected:
             # First what was published while we were away, then what
             # arrived during the handshake (the overlap is dropped by id).
-            await self._fill_gap(topics, newest_id)
+            await self._fill_gap(topics)
         for message in early:
             await self._receive(message)
         if not reconnected:
@@ -364,9 +364,9 @@ class PubSubConnection:
         )
         return False
 
-    async def _fill_gap(self, topics: list[str], newest_id: EventKey) -> None:
+    async def _fill_gap(self, topics: list[str]) -> None:
         """After a reconnect: hand over what was published while we were away (in bounded batches)."""
-        start = self._watermark.gap_start(newest_id)
+        start = self._watermark.newest
         if start is None:
             return
         delivered = 0

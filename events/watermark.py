@@ -21,9 +21,11 @@ Owned by the Redis side (``pubsub.py``); pure bookkeeping, no I/O.
   ahead costs a round trip, never an event.
 
 Live messages do not move ``covered``: Redis delivers them once and in
-order, so nothing needs dropping against them, and a foreign id that is
-within the horizon's margin can then mislead nobody but the clients of the
-topic it was sent on, by at most :data:`MARGIN_MS`.
+order, so nothing needs dropping against them, and a foreign id within the
+horizon's margin can then mislead nobody but the clients of the topic it was
+sent on, by at most :data:`MARGIN_MS`; at the next reconnect the gap fill
+finds it unknown, and every client gets a ``reset`` (as after a Redis that
+lost data): a re-fetch, never a silent gap.
 """
 
 from __future__ import annotations
@@ -60,12 +62,6 @@ class Watermark:
         if self.covered is None or key > self.covered:
             self.covered = key
         self.handed(key)
-
-    def gap_start(self, newest_in_redis: EventKey) -> EventKey | None:
-        """Where a gap fill starts: after ``newest``, unless Redis never made that id (then after ``covered``)."""
-        if self.newest is not None and self.newest <= newest_in_redis:
-            return self.newest
-        return self.covered
 
     def restart(self, key: EventKey) -> None:
         """After a reset: count from ``key`` again (a new history may start below the old ids)."""
