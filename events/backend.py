@@ -25,7 +25,7 @@ from .cluster.connection import is_cluster_url
 from .conf import conf
 from .history import Batch
 from .hub import Hub
-from .pubsub import HubConnection
+from .pubsub import HubConnection, HubSide
 from .single import SingleNodeBackend
 from .subscriber import Subscriber
 
@@ -53,7 +53,7 @@ class Backend(Protocol):
 
     def poll_last_id(self, client: Subscriber, since: str, batch: Batch | None) -> str: ...
 
-    def new_pubsub(self, hub: Hub) -> HubConnection: ...
+    def new_pubsub(self, hub: HubSide) -> HubConnection: ...
 
     async def ping(self) -> bool: ...
 

@@ -8,10 +8,9 @@ local client of the topic. One ticker task per process sends heartbeats,
 enforces the write timeout and the stream age. The Redis side (connection,
 subscriptions, reconnects, filling gaps from the history, dropping
 duplicates) is the backend's (``pubsub.py``, or ``cluster/pubsub.py``),
-made by the ``connect`` the hub is given. ``pubsub.py`` sees the hub only as
-its ``HubSide`` (``wanted_topics``, ``fan_out``, ``reset_all``); the
-cluster's reader also reads ``topic_clients`` and calls ``reset_topics``. The
-hub of each event loop is ``backend.get_hub()``.
+made by the ``connect`` the hub is given. Both see the hub only as its
+``pubsub.HubSide`` (``wanted_topics``, ``fan_out``, ``reset_all``,
+``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
 reader and ticker tasks; ``begin_shutdown()`` ends every client cleanly and

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from collections.abc import Collection
 from contextlib import aclosing
 from enum import Enum
@@ -38,10 +37,12 @@ import redis.asyncio
 from redis.asyncio.client import PubSub
 
 from . import history, metrics, redis_url
+from .confirmations import Confirmations
 from .connection import channel_prefix, describe_error, new_hub_command_client, new_pubsub_client
 from .exceptions import HubUnavailable
 from .ids import EventKey, format_key, parse_id
 from .messages import Message, skip_malformed
+from .tasks import cancel_and_wait
 from .watermark import Watermark
 
 logger = logging.getLogger("events.hub")
@@ -75,6 +76,10 @@ class HubSide(Protocol):
         """Hand ``message`` (a reset) to every local client: events may have been lost."""
         ...
 
+    def reset_topics(self, topics: list[str], message: Message) -> None:
+        """Hand ``message`` (a reset) once to every local client of any of ``topics``."""
+        ...
+
 
 class HubConnection(Protocol):
     """The hub's Redis side, as the hub uses it (this module's, or the cluster's)."""
@@ -106,9 +111,7 @@ class PubSubConnection:
         self._prefix_bytes = self._prefix.encode()
         # Topics with a SUBSCRIBE (and no UNSUBSCRIBE since) on this connection.
         self._subscribed: set[str] = set()
-        # Per topic, one future per SUBSCRIBE not yet confirmed, resolved in
-        # order as Redis's confirmations arrive.
-        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._confirmations = Confirmations()
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
@@ -146,12 +149,7 @@ class PubSubConnection:
 
     async def aclose(self) -> None:
         """Stop unsubscribing and close the connection (the reader task is the hub's to cancel)."""
-        if self._unsubscribe_task is not None:
-            self._unsubscribe_task.cancel()
-            try:
-                await self._unsubscribe_task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._unsubscribe_task)
         await redis_url.aclose_client(self._redis)
         await redis_url.aclose_client(self._commands)
 
@@ -159,7 +157,7 @@ class PubSubConnection:
         """Send SUBSCRIBE for topics not yet subscribed; return the confirmations to wait for."""
         if self._connected.is_set() and self._subscribed.issuperset(topics):
             # The common case (a topic other clients already want): no lock, no Redis.
-            return [self._confirmations[topic][-1] for topic in topics if topic in self._confirmations]
+            return self._pending_confirmations(topics)
         async with self._lock:
             pubsub = self._pubsub
             if pubsub is None or not self._connected.is_set():
@@ -168,13 +166,16 @@ class PubSubConnection:
             if missing:
                 self._expect_confirmations(missing)
                 await pubsub.subscribe(*[self._prefix + topic for topic in missing])
-            return [self._confirmations[topic][-1] for topic in topics if topic in self._confirmations]
+            return self._pending_confirmations(topics)
+
+    def _pending_confirmations(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
+        futures = map(self._confirmations.latest, topics)
+        return [future for future in futures if future is not None]
 
     def _expect_confirmations(self, topics: list[str]) -> None:
-        loop = asyncio.get_running_loop()
         for topic in topics:
             self._subscribed.add(topic)
-            self._confirmations.setdefault(topic, deque()).append(loop.create_future())
+            self._confirmations.expect(topic)
         metrics.TOPICS_SUBSCRIBED.set(len(self._subscribed))
 
     async def _flush_unsubscribes(self) -> None:
@@ -203,16 +204,6 @@ class PubSubConnection:
         except (ValueError, TypeError, AttributeError) as exc:
             skip_malformed(f"channel {raw['channel']!r}", exc)
             return None
-
-    def _confirm(self, channel: bytes) -> None:
-        topic = self._topic(channel)
-        queue = self._confirmations.get(topic)
-        if queue:
-            future = queue.popleft()
-            if not future.done():
-                future.set_result(None)
-            if not queue:
-                del self._confirmations[topic]
 
     async def read_forever(self) -> None:
         """Connect, read, and reconnect after any failure, until cancelled (the hub's stop)."""
@@ -329,7 +320,7 @@ class PubSubConnection:
                 if message is not None:
                     return message
             elif kind == "subscribe":
-                self._confirm(raw["channel"])
+                self._confirmations.confirm(self._topic(raw["channel"]))
             elif kind == "pong":
                 return _Signal.PONG
 
@@ -388,12 +379,7 @@ class PubSubConnection:
         self._connected.clear()
         metrics.HUB_CONNECTED.set(0)
         async with self._lock:
-            for queue in self._confirmations.values():
-                for future in queue:
-                    if not future.done():
-                        future.set_exception(HubUnavailable("Redis connection lost"))
-                        future.exception()  # retrieved: no "never retrieved" log
-            self._confirmations.clear()
+            self._confirmations.fail("Redis connection lost")
             self._subscribed.clear()
             metrics.TOPICS_SUBSCRIBED.set(0)
             pubsub, self._pubsub = self._pubsub, None

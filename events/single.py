@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Iterable
 from contextlib import aclosing
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio
 
@@ -18,13 +18,10 @@ from . import history
 from .conf import conf
 from .connection import channel_name, get_async_client, get_sync_client, history_key
 from .ids import is_valid_id, parse_id
-from .pubsub import PubSubConnection
+from .pubsub import HubSide, PubSubConnection
 from .scripts import LuaScript
 from .shared_reads import shared_reads
 from .subscriber import Subscriber
-
-if TYPE_CHECKING:
-    from .hub import Hub
 
 # KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
 PUBLISH_SCRIPT = """
@@ -105,7 +102,7 @@ class SingleNodeBackend:
         """The ``last_id`` of a long-poll that got no event."""
         return since if batch is None else max(since, batch.last_id, key=parse_id)
 
-    def new_pubsub(self, hub: Hub) -> PubSubConnection:
+    def new_pubsub(self, hub: HubSide) -> PubSubConnection:
         return PubSubConnection(hub)
 
     async def ping(self) -> bool:

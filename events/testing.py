@@ -39,6 +39,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from . import publishing
+from .tasks import cancel_and_wait
 
 __all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", "open_stream"]
 
@@ -162,11 +163,7 @@ class EventStream:
                 self._events.put_nowait(None)
 
     async def aclose(self) -> None:
-        self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._reader)
         closer = getattr(self._chunks, "aclose", None)
         if closer is not None:
             await closer()

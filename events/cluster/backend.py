@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
-from typing import TYPE_CHECKING
 
 import redis
 from redis.asyncio.cluster import RedisCluster
@@ -19,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from ..history import READ_SCRIPT, Batch
 from ..ids import format_key, is_valid_id, parse_id
 from ..messages import Message
+from ..pubsub import HubSide
 from ..subscriber import Subscriber
 from . import history, publishing
 from .connection import get_sync_cluster, run_command
@@ -27,9 +27,6 @@ from .messages import GroupMessage, PositionedMessage
 from .positions import MAX_LENGTH, Positions, format_positions, is_composite, parse_positions
 from .pubsub import ShardedPubSub
 from .subscriber import ClusterSubscriber
-
-if TYPE_CHECKING:
-    from ..hub import Hub
 
 
 class ClusterBackend:
@@ -120,7 +117,7 @@ class ClusterBackend:
         assert isinstance(client, ClusterSubscriber)
         return client.position_id
 
-    def new_pubsub(self, hub: Hub) -> ShardedPubSub:
+    def new_pubsub(self, hub: HubSide) -> ShardedPubSub:
         return ShardedPubSub(hub)
 
     async def ping(self) -> bool:

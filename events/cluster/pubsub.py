@@ -33,8 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -42,17 +41,17 @@ from redis.asyncio.client import PubSub
 
 from .. import metrics
 from ..conf import conf
+from ..confirmations import Confirmations
 from ..connection import describe_error
 from ..exceptions import HubUnavailable
 from ..ids import EventKey, format_key
 from ..messages import Message, skip_malformed
+from ..pubsub import HubSide
+from ..tasks import cancel_and_wait
 from .connection import node_client, seeds
 from .history import current_positions, read_group
 from .layout import SLOTS, channel_name, group_of, group_slot, topic_of
 from .messages import GroupMessage
-
-if TYPE_CHECKING:
-    from ..hub import Hub
 
 logger = logging.getLogger("events.hub")
 
@@ -77,7 +76,7 @@ class NodeReader:
         self.address = address
         # Topics with an SSUBSCRIBE sent (or to send on connect) and no SUNSUBSCRIBE since.
         self.topics: set[str] = set()
-        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._confirmations = Confirmations()
         self._client = node_client(*address)
         self._pubsub: PubSub | None = None
         self._lock = asyncio.Lock()
@@ -90,14 +89,8 @@ class NodeReader:
 
     def expect(self, topics: list[str]) -> list[asyncio.Future[None]]:
         """Record ``topics`` as subscribed here; return the futures their confirmations resolve."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for topic in topics:
-            self.topics.add(topic)
-            future = loop.create_future()
-            self._confirmations.setdefault(topic, deque()).append(future)
-            futures.append(future)
-        return futures
+        self.topics.update(topics)
+        return [self._confirmations.expect(topic) for topic in topics]
 
     async def send_subscribe(self, topics: list[str]) -> None:
         """SSUBSCRIBE now if connected (else the reader does on connecting)."""
@@ -106,8 +99,7 @@ class NodeReader:
                 await _ssubscribe(self._pubsub, topics)
 
     def confirmation(self, topic: str) -> asyncio.Future[None] | None:
-        queue = self._confirmations.get(topic)
-        return queue[-1] if queue else None
+        return self._confirmations.latest(topic)
 
     async def unsubscribe(self, topics: list[str]) -> None:
         self.topics.difference_update(topics)
@@ -122,11 +114,7 @@ class NodeReader:
     def forget(self, topics: list[str]) -> None:
         """Drop topics whose group left this reader (their slot moved, or the node failed)."""
         self.topics.difference_update(topics)
-        for topic in topics:
-            for future in self._confirmations.pop(topic, ()):
-                if not future.done():
-                    future.set_exception(HubUnavailable("the topic's shard changed"))
-                    future.exception()
+        self._confirmations.fail("the topic's shard changed", topics)
 
     # The reader task --------------------------------------------------
 
@@ -145,12 +133,7 @@ class NodeReader:
             log("events hub: Redis Cluster node %s:%d pub/sub failed (%s)", *self.address, describe_error(exc))
         finally:
             self.dead = True
-            for queue in self._confirmations.values():
-                for future in queue:
-                    if not future.done():
-                        future.set_exception(HubUnavailable("Redis Cluster node unreachable"))
-                        future.exception()
-            self._confirmations.clear()
+            self._confirmations.fail("Redis Cluster node unreachable")
             self.owner.reader_lost(self)
             try:
                 await self._client.aclose()
@@ -180,7 +163,7 @@ class NodeReader:
                 message.group = group_of(topic)
                 self.owner.deliver(message)
             elif kind == "ssubscribe":
-                self._confirm(topic_of(raw["channel"], prefix))
+                self._confirmations.confirm(topic_of(raw["channel"], prefix))
             elif kind == "sunsubscribe":
                 topic = topic_of(raw["channel"], prefix)
                 if topic in self.topics:
@@ -190,21 +173,8 @@ class NodeReader:
                 self.owner.advance(watermark)
                 watermark = None
 
-    def _confirm(self, topic: str) -> None:
-        queue = self._confirmations.get(topic)
-        if queue:
-            future = queue.popleft()
-            if not future.done():
-                future.set_result(None)
-            if not queue:
-                del self._confirmations[topic]
-
     async def aclose(self) -> None:
-        self.task.cancel()
-        try:
-            await self.task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self.task)
 
 
 class _Group:
@@ -229,7 +199,7 @@ class _Group:
 class ShardedPubSub:
     """Same interface to the hub as the single-node ``PubSubConnection``."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: HubSide) -> None:
         self.hub = hub
         self.prefix = conf.PREFIX
         self._seeds: list[Address] = list(seeds())
@@ -289,14 +259,8 @@ class ShardedPubSub:
 
     async def aclose(self) -> None:
         self._closing = True
-        tasks = [self._unsubscribe_task] + [group.establishing for group in self._groups.values()]
-        for task in tasks:
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        for task in [self._unsubscribe_task] + [group.establishing for group in self._groups.values()]:
+            await cancel_and_wait(task)
         for reader in list(self._readers.values()):
             await reader.aclose()
         self._readers.clear()
@@ -371,7 +335,7 @@ class ShardedPubSub:
             if group.reader is not None and (group.reader.dead or group.reader.address != owner):
                 self.group_lost(group_number, "its slot moved" if not group.reader.dead else "its node failed")
         missing: dict[Address, list[str]] = {}
-        for topic in list(self.hub.topic_clients):
+        for topic in list(self.hub.wanted_topics()):
             if topic in self._assigned:
                 continue
             owner = self._owner(group_of(topic))
@@ -505,12 +469,12 @@ class ShardedPubSub:
         if self._readers.get(reader.address) is reader:
             del self._readers[reader.address]
         self._failures += 1
-        if self.hub.topic_clients:
+        if self.hub.wanted_topics():
             metrics.REDIS_RECONNECTS.inc()
         self._wake.set()
 
     def _wanted(self, group_number: int) -> list[str]:
-        return [topic for topic in self.hub.topic_clients if group_of(topic) == group_number]
+        return [topic for topic in self.hub.wanted_topics() if group_of(topic) == group_number]
 
     # Messages ---------------------------------------------------------
 
@@ -548,7 +512,8 @@ class ShardedPubSub:
 
     async def _flush_unsubscribes(self) -> None:
         while self._to_unsubscribe:
-            topics = [t for t in self._to_unsubscribe if t not in self.hub.topic_clients and t in self._assigned]
+            wanted = self.hub.wanted_topics()
+            topics = [t for t in self._to_unsubscribe if t not in wanted and t in self._assigned]
             self._to_unsubscribe.clear()
             by_reader: dict[NodeReader, list[str]] = {}
             for topic in topics:
