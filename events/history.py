@@ -90,7 +90,7 @@ if #range >= tonumber(ARGV[2]) then more = 1 end
 return {last, first, trimmed, known, position, more, found}
 """
 )
-_READ = LuaScript(READ_SCRIPT)
+READ = LuaScript(READ_SCRIPT)
 # The script's arguments that ask for the newest id only.
 _NOW = ("$", 0)
 
@@ -131,7 +131,7 @@ async def read_batch(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     wanted = list(topics)
     if not wanted:
         return Batch(last_id=since, position=since)
-    raw_last, raw_first, trimmed, known, raw_position, more, entries = await _READ.arun(
+    raw_last, raw_first, trimmed, known, raw_position, more, entries = await READ.arun(
         client, [history_key()], [since, limit, *wanted]
     )
     last_id = _decode(raw_last)
@@ -168,7 +168,7 @@ async def read_after(
 
 async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    return _decode((await _READ.arun(client, [history_key()], _NOW))[0])
+    return _decode((await READ.arun(client, [history_key()], _NOW))[0])
 
 
 def current_id() -> str:
@@ -177,7 +177,7 @@ def current_id() -> str:
     Render it into a page and have the client resume from it: then nothing
     published between rendering and subscribing is missed.
     """
-    return _decode(_READ.run(get_sync_client(), [history_key()], _NOW)[0])
+    return _decode(READ.run(get_sync_client(), [history_key()], _NOW)[0])
 
 
 async def acurrent_id() -> str:

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Iterable
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from ..history import READ_SCRIPT, Batch
+from ..history import READ, Batch
 from ..ids import format_key, is_valid_id, parse_id
 from ..messages import Message
 from ..pubsub import HubSide
@@ -46,8 +46,7 @@ class ClusterBackend:
     def current_id(self, topics: Iterable[str] | None) -> str:
         groups = sorted(history.groups_of(topics)) if topics is not None else list(range(GROUPS))
         client = get_sync_cluster()
-        script = client.register_script(READ_SCRIPT)
-        return format_positions({group: parse_id(script(keys=[history_key(group)], args=["$"])[0]) for group in groups})
+        return format_positions({group: parse_id(READ.run(client, [history_key(group)], ["$"])[0]) for group in groups})
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
         groups = history.groups_of(topics) if topics is not None else range(GROUPS)

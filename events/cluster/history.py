@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from ..history import BATCH, READ_SCRIPT, _decode
+from ..history import BATCH, READ, _decode
 from ..ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
 from ..messages import skip_malformed
 from .connection import run_command
@@ -51,7 +51,7 @@ def groups_of(topics: Iterable[str]) -> dict[int, list[str]]:
 
 
 def _read(group: int, args: list[str | int]) -> Callable[[RedisCluster], Awaitable[Any]]:
-    return lambda client: client.register_script(READ_SCRIPT)(keys=[history_key(group)], args=args)
+    return lambda client: READ.arun(client, [history_key(group)], args)
 
 
 def _messages(group: int, entries: list[tuple[bytes, list[bytes]]]) -> list[GroupMessage]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..conf import conf
+from ..scripts import LuaScript
 from .connection import get_sync_cluster, run_command
 from .layout import channel_name, group_of, history_key
 
@@ -19,6 +20,7 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2]
 redis.call('SPUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
 return id
 """
+_PUBLISH = LuaScript(PUBLISH_SCRIPT)
 
 
 def _script_args(topic: str, event: str, payload: str) -> tuple[list[str], list[Any]]:
@@ -31,9 +33,9 @@ def _text(value: bytes | str) -> str:
 
 def publish(topic: str, event: str, payload: str) -> str:
     keys, args = _script_args(topic, event, payload)
-    return _text(get_sync_cluster().register_script(PUBLISH_SCRIPT)(keys=keys, args=args))
+    return _text(_PUBLISH.run(get_sync_cluster(), keys, args))
 
 
 async def apublish(topic: str, event: str, payload: str) -> str:
     keys, args = _script_args(topic, event, payload)
-    return _text(await run_command(lambda client: client.register_script(PUBLISH_SCRIPT)(keys=keys, args=args)))
+    return _text(await run_command(lambda client: _PUBLISH.arun(client, keys, args)))
