@@ -174,12 +174,12 @@ class Hub:
     def reset_all(self, message: Message) -> None:
         """Send ``message`` (a reset) to every client: events may have been lost."""
         for client in [*self.streams, *self.polls]:
-            client.push_reset(message)
+            client.push(message)
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""
         for client in {client for topic in topics for client in self.topic_clients.get(topic, ())}:
-            client.push_reset(message)
+            client.push(message)
 
     # The ticker task ----------------------------------------------------
 

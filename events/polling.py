@@ -46,8 +46,7 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
             async for batch in batches:
                 last_batch = batch
                 if batch.reset is not None:
-                    metrics.CLIENTS_RESET.inc()
-                    return _answer([batch.reset], batch.last_id)
+                    return _answer([client.given_reset(batch.reset)], batch.last_id)
                 if batch.events:
                     events = batch.events[:MAX_EVENTS]
                     metrics.EVENTS_DELIVERED.inc(len(events))

@@ -186,8 +186,7 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             async with aclosing(backend.replay(client, resume_from)) as batches:
                 async for batch in batches:
                     if batch.reset is not None:
-                        metrics.CLIENTS_RESET.inc()
-                        chunk = batch.reset.frame
+                        chunk = client.given_reset(batch.reset).frame
                     else:
                         chunk = b"".join(message.frame for message in batch.events)
                         client.delivered += len(batch.events)

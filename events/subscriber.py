@@ -120,11 +120,6 @@ class Subscriber:
             self._coalesce()
         self._wake()
 
-    def push_reset(self, message: Message) -> None:
-        """Queue ``message``, a reset: events may have been lost."""
-        metrics.CLIENTS_RESET.inc()
-        self.push(message)
-
     def heartbeat(self) -> None:
         if self._waiter is not None and self.send is not None and self._write_now(HEARTBEAT):
             return
@@ -145,7 +140,6 @@ class Subscriber:
         else:
             newest = self.pending[-1]
             self.pending = [Message.reset(newest.id, "overflow")]
-            metrics.CLIENTS_RESET.inc()
 
     def _write_now(self, body: bytes) -> bool:
         """Hand ``body`` to ``send``; False (and no more direct writes) if that failed."""
@@ -217,6 +211,18 @@ class Subscriber:
 
     def admit(self, message: Message) -> Message | None:
         """``message`` as this client gets it, if newer than the last given (which it becomes); else None."""
+        admitted = self._advance(message)
+        if admitted is not None and admitted.is_reset:
+            self.given_reset(admitted)
+        return admitted
+
+    def given_reset(self, reset: Message) -> Message:
+        """``reset``, handed to this client now (live or replayed): the one place resets are counted."""
+        metrics.CLIENTS_RESET.inc()
+        return reset
+
+    def _advance(self, message: Message) -> Message | None:
+        """The position rule of :meth:`admit` (the cluster's client has its own)."""
         # A reset always passes and restarts the count (after a Redis
         # restart the new history may begin below the old ids).
         if message.key > self.last_key or message.is_reset:

@@ -93,3 +93,17 @@ async def test_over_the_poll_limit_a_poll_gets_a_503_counted_as_a_rejected_poll(
         assert 'events_streams_rejected_total{reason="limit"}' not in httpx.get(f"{srv.url}/events/metrics/").text
         publish(topic)
         assert (await waiting).status_code == 200
+
+
+async def test_every_reset_a_stream_or_poll_gets_is_counted_once(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
+    srv = start_server()
+    before = metric(srv, "events_clients_reset_total")
+    unknown = "99999999999999-0"
+    async with open_stream(f"{srv.url}/events/stream/?topic={topic}", headers={"Last-Event-ID": unknown}) as stream:
+        assert (await stream.next_event()).event == "reset"
+    assert metric(srv, "events_clients_reset_total") == before + 1
+    answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since={unknown}", timeout=10).json()
+    assert [event["event"] for event in answer["events"]] == ["reset"]
+    assert metric(srv, "events_clients_reset_total") == before + 2

@@ -2,6 +2,8 @@
 
 import asyncio
 
+from prometheus_client import REGISTRY
+
 from events.ids import parse_id
 from events.messages import Message
 from events.subscriber import Subscriber
@@ -48,6 +50,26 @@ def test_a_reset_always_passes_even_with_a_lower_id() -> None:
     client.push(Message.reset("0-0", "unknown-id"))
     client.push(message("1-0"))
     assert [(m.event, m.id) for m in client.take()] == [("reset", "0-0"), ("invalidate", "1-0")]
+
+
+def resets_counted() -> float:
+    return REGISTRY.get_sample_value("events_clients_reset_total") or 0.0
+
+
+def test_a_reset_is_counted_once_when_the_client_is_given_it() -> None:
+    client = Subscriber(frozenset({"a", "b", "c"}), queue_size=2, is_stream=True)
+    before = resets_counted()
+    # A reset from the hub, then an overflow that replaces it with another.
+    client.push(Message.reset("1-0", "unknown-id"))
+    client.push(message("2-0", "b"))
+    client.push(message("3-0", "c"))
+    assert resets_counted() == before  # queued, not given yet
+    [reset] = client.take()
+    assert (reset.event, reset.id) == ("reset", "3-0")
+    assert resets_counted() == before + 1
+    # A replayed reset is counted where it is handed over too.
+    client.given_reset(Message.reset("4-0", "history-expired"))
+    assert resets_counted() == before + 2
 
 
 async def test_wait_returns_when_something_arrives() -> None:

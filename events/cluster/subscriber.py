@@ -28,7 +28,7 @@ class ClusterSubscriber(Subscriber):
     def position_id(self) -> str:
         return format_positions(self.positions)
 
-    def admit(self, message: Message) -> Message | None:
+    def _advance(self, message: Message) -> Message | None:
         assert isinstance(message, GroupMessage)
         positions = self.positions
         current = positions.get(message.group)
@@ -53,7 +53,6 @@ class ClusterSubscriber(Subscriber):
         from .. import metrics
 
         metrics.CLIENTS_COALESCED.inc()
-        metrics.CLIENTS_RESET.inc()
         for message in self.pending:
             assert isinstance(message, GroupMessage)
             current = self.positions.get(message.group)
