@@ -33,6 +33,8 @@ from .tokens import InvalidToken, granted_topics
 logger = logging.getLogger(__name__)
 
 View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
+# A view of a subscription (stream or poll): given the request's topics and resume id.
+SubscriptionView = Callable[[HttpRequest, frozenset[str], str | None], Coroutine[Any, Any, HttpResponseBase]]
 
 # Seconds a client should wait before retrying a long-poll answered with 503.
 RETRY_AFTER = 2
@@ -82,40 +84,44 @@ async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpR
     return None
 
 
-async def _read_request(
-    request: HttpRequest, read_id: Callable[[HttpRequest], str | None]
-) -> tuple[frozenset[str], str | None] | HttpResponseBase:
-    """The topics and the resume id of a valid, authorized request; else the error response."""
-    warn_unless_events_handler(request)
-    # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
-    # out the middleware that usually does (DisallowedHost becomes a 400).
-    request.get_host()
-    try:
-        topics = params.parse_topics(request)
-        resume_id = read_id(request)
-        refusal = await _topics_allowed(request, topics)
-    except params.BadRequest as exc:
-        return error(exc.status, exc.code, exc.message)
-    return refusal or (topics, resume_id)
+def subscription(read_id: Callable[[HttpRequest], str | None]) -> Callable[[SubscriptionView], View]:
+    """Make ``view(request, topics, resume_id)`` a view that gets them only from a valid, authorized request.
+
+    ``read_id`` reads the resume id (``Last-Event-ID`` or ``since``); a bad
+    request or a refused topic is answered with its JSON error instead.
+    """
+
+    def decorate(view: SubscriptionView) -> View:
+        @wraps(view)
+        async def wrapper(request: HttpRequest) -> HttpResponseBase:
+            warn_unless_events_handler(request)
+            # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
+            # out the middleware that usually does (DisallowedHost becomes a 400).
+            request.get_host()
+            try:
+                topics = params.parse_topics(request)
+                resume_id = read_id(request)
+                refusal = await _topics_allowed(request, topics)
+            except params.BadRequest as exc:
+                return error(exc.status, exc.code, exc.message)
+            return refusal or await view(request, topics, resume_id)
+
+        return wrapper
+
+    return decorate
 
 
 @thread_lean
 @get_only
-async def stream(request: HttpRequest) -> HttpResponseBase:
-    parsed = await _read_request(request, params.parse_last_event_id)
-    if isinstance(parsed, HttpResponseBase):
-        return parsed
-    topics, last_event_id = parsed
+@subscription(params.parse_last_event_id)
+async def stream(request: HttpRequest, topics: frozenset[str], last_event_id: str | None) -> HttpResponseBase:
     return EventStreamResponse(topics, last_event_id)
 
 
 @thread_lean
 @get_only
-async def poll(request: HttpRequest) -> HttpResponseBase:
-    parsed = await _read_request(request, params.parse_since)
-    if isinstance(parsed, HttpResponseBase):
-        return parsed
-    topics, since = parsed
+@subscription(params.parse_since)
+async def poll(request: HttpRequest, topics: frozenset[str], since: str | None) -> HttpResponseBase:
     try:
         answer = await long_poll(topics, since)
     except HubUnavailable as exc:
