@@ -42,7 +42,7 @@ from .connection import channel_prefix, describe_error, new_hub_command_client, 
 from .exceptions import HubUnavailable
 from .ids import EventKey, format_key, parse_id
 from .messages import Message, skip_malformed
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, wait_set
 from .watermark import Watermark
 
 logger = logging.getLogger("events.hub")
@@ -126,19 +126,8 @@ class PubSubConnection:
         return self._connected.is_set()
 
     async def wait_connected(self, timeout: float) -> None:
-        """Return once connected; TimeoutError after ``timeout`` seconds.
-
-        Not ``asyncio.wait_for``: on Python <= 3.11 it can swallow the caller's
-        cancellation (see ``hub.wait_shared``).
-        """
-        if self._connected.is_set():
-            return
-        waiter = asyncio.ensure_future(self._connected.wait())
-        try:
-            await asyncio.wait([waiter], timeout=timeout)
-        finally:
-            waiter.cancel()
-        if not self._connected.is_set():
+        """Return once connected; TimeoutError after ``timeout`` seconds."""
+        if not await wait_set(self._connected, timeout):
             raise TimeoutError
 
     def release(self, topics: list[str]) -> None:

@@ -47,7 +47,7 @@ from ..exceptions import HubUnavailable
 from ..ids import EventKey, format_key
 from ..messages import Message, skip_malformed
 from ..pubsub import HubSide
-from ..tasks import cancel_and_wait
+from ..tasks import cancel_and_wait, wait_set
 from .connection import node_client, seeds
 from .history import current_positions, read_group
 from .layout import SLOTS, channel_name, group_of, group_slot, topic_of
@@ -224,7 +224,9 @@ class ShardedPubSub:
         return self._ready.is_set()
 
     async def wait_connected(self, timeout: float) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        """Return once the topology is known; TimeoutError after ``timeout`` seconds."""
+        if not await wait_set(self._ready, timeout):
+            raise TimeoutError
 
     async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
         futures: list[asyncio.Future[None]] = []
@@ -280,10 +282,7 @@ class ShardedPubSub:
                 logger.warning("events hub: Redis Cluster topology check failed (%s)", describe_error(exc))
             if healthy:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), TOPOLOGY_CHECK)
-                except TimeoutError:
-                    pass
+                await wait_set(self._wake, TOPOLOGY_CHECK)
             # A node that failed again since the last pass (still listed as
             # the owner until its replica is promoted) is retried with backoff.
             if not healthy or self._failures != failures:
