@@ -206,6 +206,17 @@ def test_publish_event_command_error_masks_the_password(events_prefix: str, topi
     assert "app:***@" in result.stderr
 
 
+def _publish_and_poll(srv: UvicornServer, url: str, topic: str) -> None:
+    """Publish through ``url`` from this process; the server at ``srv`` hands the event to a long-poll."""
+    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": url}):
+        try:
+            event_id = publish(topic)
+        finally:
+            close_sync_clients()
+    answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0", timeout=10).json()
+    assert [event["id"] for event in answer["events"]] == [event_id]
+
+
 def test_a_password_protected_redis_works_and_its_password_stays_out_of_sight(
     own_redis: Callable[[], RedisServer], start_server: Callable[..., UvicornServer], topic: str
 ) -> None:
@@ -214,13 +225,7 @@ def test_a_password_protected_redis_works_and_its_password_stays_out_of_sight(
         client.config_set("requirepass", "s3cret-pw")
     url = f"redis://default:s3cret-pw@127.0.0.1:{server.port}/0"
     srv = start_server({"REDIS_URL": url})
-    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": url}):
-        try:
-            event_id = publish(topic)
-        finally:
-            close_sync_clients()
-    answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0", timeout=10).json()
-    assert [event["id"] for event in answer["events"]] == [event_id]
+    _publish_and_poll(srv, url, topic)
     # Take Redis away so the hub logs its connection errors, then look everywhere.
     server.stop()
     wait_for(lambda: "disconnected from Redis" in srv.log(), 15, "the hub to log the lost connection")
@@ -247,13 +252,7 @@ def test_a_unix_socket_url_works_end_to_end(
     try:
         url = f"unix://{socket_path}?db=3"
         srv = start_server({"REDIS_URL": url})
-        with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": url}):
-            try:
-                event_id = publish(topic)
-            finally:
-                close_sync_clients()
-        answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0", timeout=10).json()
-        assert [event["id"] for event in answer["events"]] == [event_id]
+        _publish_and_poll(srv, url, topic)
         with redis.Redis(unix_socket_path=str(socket_path), db=3) as direct:
             assert direct.exists(f"{settings.EVENTS['PREFIX']}:history")
     finally:
