@@ -9,7 +9,6 @@ processes (``--sentinel`` for the sentinels) and certificates made by
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from .servers import free_port, wait_for
+from .servers import RedisProcess, free_port, wait_for
 
 SERVICE = "mymaster"
 # The Redis servers' password, the sentinels' own, and the replication
@@ -37,7 +36,7 @@ def _require_redis_server() -> None:
 
 
 @dataclass
-class Process:
+class Process(RedisProcess):
     """One redis-server (or sentinel) process with its own config file and directory."""
 
     port: int
@@ -71,21 +70,6 @@ class Process:
             return (self.dir / "redis.log").read_text(errors="replace")[-3000:]
         except OSError:
             return "(no log)"
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no goodbye to the replicas."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.process = None
 
 
 def _data_node(replica_of: int | None = None) -> Process:

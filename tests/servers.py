@@ -140,8 +140,29 @@ def start_uvicorn(
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
+class RedisProcess:
+    """Stopping a redis-server (or sentinel) this suite started: gently, or with SIGKILL."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to replicas, as a crashed host would die."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+
 @dataclass
-class RedisServer:
+class RedisServer(RedisProcess):
     port: int
     process: subprocess.Popen[bytes] | None
     dir: Path
@@ -170,12 +191,6 @@ class RedisServer:
                 return False
 
         wait_for(up, 10, f"redis-server on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
 
     def restart(self) -> None:
         self.stop()
@@ -206,7 +221,7 @@ def start_redis_server(port: int) -> RedisServer:
 
 
 @dataclass
-class ClusterNode:
+class ClusterNode(RedisProcess):
     port: int
     process: subprocess.Popen[bytes] | None
     dir: Path
@@ -227,20 +242,6 @@ class ClusterNode:
              "--cluster-require-full-coverage", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-
-    def kill(self) -> None:
-        """SIGKILL: the node dies without a word, as a crashed host would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def info(self, section: str) -> dict[str, Any]:
         with self.client() as client:
