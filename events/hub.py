@@ -31,6 +31,7 @@ from .exceptions import HubUnavailable
 from .messages import Message
 from .pubsub import HubConnection
 from .subscriber import Subscriber
+from .tasks import wait_shared
 
 logger = logging.getLogger(__name__)
 
@@ -211,20 +212,3 @@ class Hub:
 
 def _count_rejected(client: Subscriber, reason: str) -> None:
     (metrics.STREAMS_REJECTED if client.is_stream else metrics.POLLS_REJECTED).labels(reason).inc()
-
-
-async def wait_shared(futures: list[asyncio.Future[None]], timeout: float) -> None:
-    """Wait for ``futures``, which other clients share; TimeoutError after ``timeout`` seconds.
-
-    Neither ``asyncio.wait_for`` nor ``gather``: on Python <= 3.11 ``wait_for``
-    swallows a cancellation that arrives as the awaited future completes (a
-    client that disconnects at once would keep its slot and subscription for
-    good), and cancelling a ``gather`` cancels its children, the confirmations
-    other clients wait on. ``asyncio.wait`` does neither: it propagates our
-    cancellation and leaves the futures alone.
-    """
-    _, pending = await asyncio.wait(futures, timeout=timeout)
-    if pending:
-        raise TimeoutError
-    for future in futures:
-        future.result()  # raises HubUnavailable if the connection was lost meanwhile

@@ -1,4 +1,4 @@
-"""Ending a task this code owns, and waiting for an event without ``wait_for``."""
+"""Ending a task this code owns, and waiting with a timeout without ``asyncio.wait_for``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ async def wait_set(event: asyncio.Event, timeout: float) -> bool:
     Not ``asyncio.wait_for``: on Python <= 3.11 it can swallow the caller's
     cancellation when the awaited event is set at the same moment (a client
     leaving while its stream waits on the hub would then go on as a ghost).
+    See :func:`wait_shared`.
     """
     if event.is_set():
         return True
@@ -36,3 +37,20 @@ async def wait_set(event: asyncio.Event, timeout: float) -> bool:
     finally:
         waiter.cancel()
     return event.is_set()
+
+
+async def wait_shared(futures: list[asyncio.Future[None]], timeout: float) -> None:
+    """Wait for ``futures``, which other clients share; TimeoutError after ``timeout`` seconds.
+
+    Neither ``asyncio.wait_for`` nor ``gather``: on Python <= 3.11 ``wait_for``
+    swallows a cancellation that arrives as the awaited future completes (a
+    client that disconnects at once would keep its slot and subscription for
+    good), and cancelling a ``gather`` cancels its children, the confirmations
+    other clients wait on. ``asyncio.wait`` does neither: it propagates our
+    cancellation and leaves the futures alone.
+    """
+    _, pending = await asyncio.wait(futures, timeout=timeout)
+    if pending:
+        raise TimeoutError
+    for future in futures:
+        future.result()  # raises what a future failed with (HubUnavailable: the connection was lost)
