@@ -94,8 +94,8 @@ def single_layout(port: int, topics: list[str]) -> Layout:
     import django
 
     django.setup()
-    from events.connection import channel_name, history_key
-    from events.single import PUBLISH_SCRIPT
+    from events.backends.connection import channel_name, history_key
+    from events.backends.single import PUBLISH_SCRIPT
 
     layout = Layout(PUBLISH_SCRIPT, b"SUBSCRIBE", [("127.0.0.1", port)])
     for topic in topics:
@@ -107,8 +107,8 @@ def cluster_layout(cluster, topics: list[str]) -> Layout:  # type: ignore[no-unt
     import django
 
     django.setup()
-    from events.cluster.layout import channel_name, group_of, group_slot, history_key
-    from events.cluster.publishing import PUBLISH_SCRIPT
+    from events.backends.cluster.layout import channel_name, group_of, group_slot, history_key
+    from events.backends.cluster.publishing import PUBLISH_SCRIPT
 
     primaries = cluster.primaries()
     layout = Layout(PUBLISH_SCRIPT, b"SSUBSCRIBE", [("127.0.0.1", node.port) for node in primaries])

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .backend import acurrent_id, current_id
+    from .backends.active import acurrent_id, current_id
     from .exceptions import PublishError
     from .model_events import publish_changes
     from .publishing import apublish, publish, publish_on_commit

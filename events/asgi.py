@@ -29,12 +29,12 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-from .asgi_types import ASGIApp, Receive, Scope, Send
-from .backend import get_hub, pop_hub
-from .cluster.connection import aclose_clusters
+from .backends.active import get_hub, pop_hub
+from .backends.cluster.connection import aclose_clusters
+from .backends.connection import aclose_clients, verify_redis_settings
 from .conf import conf
-from .connection import aclose_clients, verify_redis_settings
-from .handlers import EventsASGIHandler
+from .serving.asgi_types import ASGIApp, Receive, Scope, Send
+from .serving.handlers import EventsASGIHandler
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from django.core.checks import register as register_check
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
-from . import redis_url
+from .backends import redis_url
 from .conf import declarations
 
 # nginx's default proxy_read_timeout; a heartbeat or long-poll must stay below it.

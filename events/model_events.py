@@ -21,8 +21,8 @@ from typing import Any
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
+from .http.topics import validate_topic
 from .publishing import DEFAULT_EVENT, publish_on_commit
-from .topics import validate_topic
 
 TopicSpec = str | Callable[[Any], str]
 

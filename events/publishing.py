@@ -24,11 +24,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 from . import metrics
-from .backend import get_backend
+from .backends.active import get_backend
+from .backends.connection import describe_error, masked_redis_url
 from .conf import conf
-from .connection import describe_error, masked_redis_url
 from .exceptions import PublishError
-from .topics import validate_event_name, validate_topic
+from .http.topics import validate_event_name, validate_topic
 
 DEFAULT_EVENT = "invalidate"
 

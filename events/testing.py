@@ -39,7 +39,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from . import publishing
-from .tasks import cancel_and_wait
+from .core.tasks import cancel_and_wait
 
 __all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", "open_stream"]
 
@@ -196,7 +196,7 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
 
     async def __aenter__(self) -> EventStream:
         from .asgi import shutdown
-        from .backend import acurrent_id, get_hub
+        from .backends.active import acurrent_id, get_hub
 
         if not get_hub().started:
             self._stack.push_async_callback(shutdown)  # the hub is ours: stop it when leaving

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.core import signing
 
 from .conf import conf
-from .topics import validate_topic
+from .http.topics import validate_topic
 
 SALT = "events.subscribe-token"
 

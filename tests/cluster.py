@@ -6,7 +6,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 
-from events.cluster.layout import channel_name, group_of, group_slot
+from events.backends.cluster.layout import channel_name, group_of, group_slot
 
 from .servers import ClusterNode, RedisClusterServers
 

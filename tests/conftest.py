@@ -17,7 +17,7 @@ import redis
 from django.test import override_settings
 
 from events.asgi import shutdown as shutdown_events
-from events.connection import close_sync_clients
+from events.backends.connection import close_sync_clients
 
 from .servers import (
     RedisClusterServers,
@@ -159,7 +159,7 @@ def cluster_settings(redis_cluster: RedisClusterServers) -> Iterator[RedisCluste
     from django.conf import settings
     from django.test import override_settings
 
-    from events.cluster.connection import close_sync_clusters
+    from events.backends.cluster.connection import close_sync_clusters
 
     with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_cluster.url}):
         yield redis_cluster

@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
-from events.handlers import thread_lean
+from events.serving.handlers import thread_lean
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 

@@ -202,13 +202,13 @@ HistoryEntry = tuple[str, dict[str, str]]
 
 def history(client: redis.Redis, minimum: str = "-", maximum: str = "+") -> list[HistoryEntry]:
     """The entries of the history stream (XRANGE) from a ``decode_responses=True`` client, typed."""
-    from events.connection import history_key
+    from events.backends.connection import history_key
 
     return cast("list[HistoryEntry]", client.xrange(history_key(), min=minimum, max=maximum))
 
 
 def newest_history_id(client: redis.Redis) -> str | None:
-    from events.connection import history_key
+    from events.backends.connection import history_key
 
     entries = cast("list[HistoryEntry]", client.xrevrange(history_key(), count=1))
     return entries[0][0] if entries else None

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from events import current_id, publish
-from events.cluster.layout import channel_name, group_of, group_slot, history_key
-from events.cluster.positions import format_positions, parse_positions
+from events.backends.cluster.layout import channel_name, group_of, group_slot, history_key
+from events.backends.cluster.positions import format_positions, parse_positions
 
 from .cluster import pubsub_connections, shard_subscribers, topics_per_shard
 from .servers import RedisClusterServers, UvicornServer, wait_for
@@ -242,8 +242,8 @@ async def test_two_workers_deliver_each_event_once_to_every_client(
 async def test_long_replays_come_in_bounded_batches_without_loss(
     cluster_server: UvicornServer, cluster_settings: RedisClusterServers
 ) -> None:
-    """More than one history batch (events.history.BATCH) on a group, on the stream and the long-poll."""
-    from events.history import BATCH
+    """More than one history batch (events.backends.history.BATCH) on a group, on the stream and the long-poll."""
+    from events.backends.history import BATCH
 
     cluster = cluster_settings
     [[topic], [other], *_] = topics_per_shard(cluster).values()

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import PublishError, current_id, publish
-from events.cluster.connection import close_sync_clusters
-from events.cluster.layout import group_of, group_slot
+from events.backends.cluster.connection import close_sync_clusters
+from events.backends.cluster.layout import group_of, group_slot
 
 from .cluster import shard_subscribers, topics_per_shard
 from .servers import RedisClusterServers, UvicornServer, start_redis_cluster, wait_for

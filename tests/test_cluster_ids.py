@@ -9,8 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from events.cluster.layout import GROUPS, SLOTS, channel_name, group_of, group_slot, group_tags, history_key, topic_of
-from events.cluster.positions import MAX_LENGTH, format_positions, is_composite, parse_positions
+from events.backends.cluster.layout import (
+    GROUPS,
+    SLOTS,
+    channel_name,
+    group_of,
+    group_slot,
+    group_tags,
+    history_key,
+    topic_of,
+)
+from events.backends.cluster.positions import MAX_LENGTH, format_positions, is_composite, parse_positions
 
 U64 = 2**64 - 1
 
@@ -155,7 +164,7 @@ def test_cluster_urls_pass_the_system_check_and_braces_in_the_prefix_do_not() ->
 
 
 def test_cluster_url_parsing() -> None:
-    from events.redis_url import parse
+    from events.backends.redis_url import parse
 
     location = parse("rediss+cluster://user:p%40ss@h1:7000,[::1]:7001/0?ssl_cert_reqs=none")
     assert (location.kind, location.tls, location.addresses) == ("cluster", True, (("h1", 7000), ("::1", 7001)))

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from events import publish
-from events.connection import channel_name
+from events.backends.connection import channel_name
 
 from .conftest import SERVER_ENV
 from .hooks import StreamTagMiddleware

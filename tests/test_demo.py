@@ -14,7 +14,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
 
 from events import publish
-from events.ids import parse_id
+from events.core.ids import parse_id
 from project.demo.board import BOARD_TOPIC, DEFAULT_TRACKERS, seed
 from project.demo.models import Change, Tracker
 from tests.servers import free_port, history, newest_history_id

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import publish
-from events.connection import close_sync_clients
+from events.backends.connection import close_sync_clients
 
 from .servers import RedisServer, UvicornServer, wait_for
 from .sse import open_raw_stream, open_stream
@@ -259,7 +259,7 @@ def script_runs(redis_server: RedisServer) -> int:
 async def test_a_long_poll_answer_is_bounded_and_continues_from_last_id(
     private: Private, topic: str, make_topic: Callable[[], str]
 ) -> None:
-    from events.polling import MAX_EVENTS
+    from events.http.polling import MAX_EVENTS
 
     redis_server, srv = private
     ids = fill_history(redis_server, srv.env["EVENTS_PREFIX"], topic, make_topic(), 10 * (2 * MAX_EVENTS + 7))
@@ -278,7 +278,7 @@ async def test_a_resume_reads_the_history_in_bounded_batches(
     private: Private, topic: str, make_topic: Callable[[], str]
 ) -> None:
     """Even on a topic with no events, no single script run walks the whole history."""
-    from events.history import BATCH
+    from events.backends.history import BATCH
 
     redis_server, srv = private
     other = make_topic()
@@ -300,7 +300,7 @@ async def test_a_resume_reads_the_history_in_bounded_batches(
 async def test_a_stream_replays_a_long_history_in_order_then_goes_live(
     private: Private, topic: str, make_topic: Callable[[], str]
 ) -> None:
-    from events.history import BATCH
+    from events.backends.history import BATCH
 
     redis_server, srv = private
     ids = fill_history(redis_server, srv.env["EVENTS_PREFIX"], topic, make_topic(), 30 * BATCH)
@@ -327,7 +327,7 @@ async def test_the_largest_valid_id_is_an_unknown_id_not_a_retry_loop(server: Uv
 async def test_the_command_pool_is_bounded_and_waiting_for_it_is_a_retryable_answer(
     private: Private, topic: str
 ) -> None:
-    from events.connection import POOL_SIZE, POOL_WAIT
+    from events.backends.connection import POOL_SIZE, POOL_WAIT
 
     redis_server, srv = private
     assert httpx.get(poll_url(srv, topic, since="0-0"), timeout=10).status_code == 200  # warm up the pool

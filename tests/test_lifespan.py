@@ -8,8 +8,8 @@ import pytest
 from django.test import override_settings
 
 from events.asgi import LifespanApp, tune_garbage_collector
-from events.asgi_types import ASGIMessage, Receive, Scope, Send
-from events.backend import get_hub
+from events.backends.active import get_hub
+from events.serving.asgi_types import ASGIMessage, Receive, Scope, Send
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.test import Client
 
 from events import apublish, publish
 from events.asgi import LifespanApp, events_asgi_app
-from events.handlers import EventsASGIHandler
+from events.serving.handlers import EventsASGIHandler
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import pytest
 from django.test import override_settings
 
-from events.ids import format_key, is_valid_id, parse_id
-from events.topics import validate_event_name, validate_topic
+from events.core.ids import format_key, is_valid_id, parse_id
+from events.http.topics import validate_event_name, validate_topic
 
 
 @pytest.mark.parametrize("topic", ["status", "user:42", "a.b-c_d@e", "_x", "9", "x" * 128])

@@ -89,7 +89,7 @@ async def test_poll_with_an_expired_or_unknown_since_answers_at_once_with_reset(
 async def test_poll_releases_its_subscription_when_answered(
     server: UvicornServer, topic: str, redis_client: redis.Redis
 ) -> None:
-    from events.connection import channel_name
+    from events.backends.connection import channel_name
 
     from .servers import wait_for
 

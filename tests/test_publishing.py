@@ -11,8 +11,8 @@ from django.db import transaction
 from django.test import override_settings
 
 from events import PublishError, apublish, publish, publish_on_commit
-from events.connection import channel_name, close_sync_clients, history_key
-from events.ids import parse_id
+from events.backends.connection import channel_name, close_sync_clients, history_key
+from events.core.ids import parse_id
 
 from .servers import HistoryEntry, history
 

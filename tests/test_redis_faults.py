@@ -29,7 +29,7 @@ def private(
     srv = start_server({"REDIS_URL": redis_server.url})
     with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
         yield redis_server, srv
-    from events.connection import close_sync_clients
+    from events.backends.connection import close_sync_clients
 
     close_sync_clients()
 
@@ -116,7 +116,7 @@ async def test_event_published_right_after_the_pubsub_connection_is_killed_still
 
 
 async def _subscribed(redis_server: RedisServer, topic: str) -> None:
-    from events.connection import channel_name
+    from events.backends.connection import channel_name
 
     def numsub() -> bool:
         with redis_server.client() as client:

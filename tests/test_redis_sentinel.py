@@ -35,7 +35,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import PublishError, current_id, publish
-from events.connection import close_sync_clients, history_key
+from events.backends.connection import close_sync_clients, history_key
 
 from .redis_ha import DATA_PASSWORD, DOWN_AFTER_MS, REPL_USER, SENTINEL_PASSWORD, SentinelSetup, start_sentinel_setup
 from .servers import ROOT, UvicornServer, wait_for

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import PublishError, publish
-from events.connection import close_sync_clients
+from events.backends.connection import close_sync_clients
 
 from .redis_ha import TLSRedis, start_tls_redis
 from .servers import ROOT, UvicornServer

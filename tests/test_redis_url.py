@@ -15,9 +15,9 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import PublishError, publish
+from events.backends.connection import close_sync_clients
+from events.backends.redis_url import InvalidRedisURL, mask, parse
 from events.checks import check_settings
-from events.connection import close_sync_clients
-from events.redis_url import InvalidRedisURL, mask, parse
 
 from .redis_ha import Process
 from .servers import ROOT, RedisServer, UvicornServer, free_port, wait_for

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from events import publish
-from events.connection import close_sync_clients
-from events.shared_reads import SharedReads
+from events.backends.connection import close_sync_clients
+from events.backends.shared_reads import SharedReads
 
 
 async def test_identical_asks_before_the_read_starts_share_one_call() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from events import sse
+from events.core import sse
 
 
 @pytest.mark.parametrize(

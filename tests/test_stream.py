@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from events import publish
-from events.ids import parse_id
+from events.core.ids import parse_id
 
 from .servers import UvicornServer, wait_for
 from .sse import open_stream
@@ -192,7 +192,7 @@ async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server: Uvicor
 async def test_disconnected_client_releases_its_subscription(
     server: UvicornServer, topic: str, redis_client: redis.Redis
 ) -> None:
-    from events.connection import channel_name
+    from events.backends.connection import channel_name
 
     async with open_stream(stream_url(server, topic)) as stream:
         await opened(stream)
@@ -208,7 +208,7 @@ async def test_disconnected_client_releases_its_subscription(
 async def test_subscription_is_shared_one_redis_subscriber_per_process(
     server: UvicornServer, topic: str, extra: str, redis_client: redis.Redis
 ) -> None:
-    from events.connection import channel_name
+    from events.backends.connection import channel_name
 
     async with open_stream(stream_url(server, topic) + extra) as one, open_stream(stream_url(server, topic)) as two:
         await opened(one)

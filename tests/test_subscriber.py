@@ -4,9 +4,9 @@ import asyncio
 
 from prometheus_client import REGISTRY
 
-from events.ids import parse_id
-from events.messages import Message
-from events.subscriber import Subscriber
+from events.core.ids import parse_id
+from events.core.messages import Message
+from events.core.subscriber import Subscriber
 
 
 def message(id: str, topic: str = "a") -> Message:

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 from asgiref.sync import sync_to_async
 
-from events.sync_trips import SyncTrips
+from events.serving.sync_trips import SyncTrips
 
 
 async def test_calls_asked_for_together_go_in_one_trip_and_each_gets_its_result() -> None:

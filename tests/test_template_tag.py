@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.test.utils import override_script_prefix
 
 from events import current_id, publish
-from events.ids import parse_id
+from events.core.ids import parse_id
 from events.tokens import granted_topics
 from project import settings as project_settings
 from tests.servers import free_port

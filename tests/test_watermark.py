@@ -5,7 +5,7 @@ Pure logic; the same cases against a real Redis are in test_hostile.py.
 
 from __future__ import annotations
 
-from events.watermark import MARGIN_MS, Watermark
+from events.backends.watermark import MARGIN_MS, Watermark
 
 
 def test_only_what_redis_said_was_read_makes_duplicates() -> None:

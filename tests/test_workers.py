@@ -30,7 +30,7 @@ async def publish_and_check_each_received_once(streams: list[RawStream], topic: 
 async def test_two_workers_deliver_each_event_once_to_every_client(
     start_server: Callable[..., UvicornServer], topic: str, redis_client: redis.Redis
 ) -> None:
-    from events.connection import channel_name
+    from events.backends.connection import channel_name
 
     srv = start_server(args=["--workers", "2"])
     channel = channel_name(topic, srv.env["EVENTS_PREFIX"])

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio
 
-from events.connection import channel_name
+from events.backends.connection import channel_name
 
 from .servers import UvicornServer
 from .sse import SSEStream

@@ -31,10 +31,10 @@ from django.urls import reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString
 
-from ..backend import current_id
+from ..backends.active import current_id
 from ..conf import conf
+from ..http.topics import validate_topic
 from ..tokens import make_token
-from ..topics import validate_topic
 
 logger = logging.getLogger(__name__)
 

@@ -30,12 +30,13 @@ from typing import Any
 import redis
 from django.http import StreamingHttpResponse
 
-from . import metrics, sse
-from .asgi_types import Send
-from .backend import get_backend, get_hub
-from .conf import conf
-from .exceptions import HubUnavailable
-from .subscriber import HEARTBEAT, Subscriber
+from .. import metrics
+from ..backends.active import get_backend, get_hub
+from ..conf import conf
+from ..core import sse
+from ..core.subscriber import HEARTBEAT, Subscriber
+from ..exceptions import HubUnavailable
+from ..serving.asgi_types import Send
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 Everything the app asks of Redis goes through one of two implementations of
 :class:`Backend`:
 
-- :class:`~events.single.SingleNodeBackend` for ``redis://``, ``rediss://``,
+- :class:`~events.backends.single.SingleNodeBackend` for ``redis://``, ``rediss://``,
   ``unix://`` URLs: one history stream, classic pub/sub, ``<ms>-<seq>`` ids;
-- :class:`~events.cluster.backend.ClusterBackend` for ``redis+cluster://``
+- :class:`~events.backends.cluster.backend.ClusterBackend` for ``redis+cluster://``
   and ``rediss+cluster://``: a history stream per slot group, sharded
   pub/sub, composite ids (``events/cluster/``).
 
@@ -20,14 +20,14 @@ import weakref
 from collections.abc import AsyncGenerator, Iterable
 from typing import Protocol
 
+from ..conf import conf
+from ..core.hub import Hub
+from ..core.subscriber import Subscriber
 from .cluster.backend import ClusterBackend
 from .cluster.connection import is_cluster_url
-from .conf import conf
 from .history import Batch
-from .hub import Hub
-from .pubsub import HubConnection, HubSide
+from .reader import HubConnection, HubSide
 from .single import SingleNodeBackend
-from .subscriber import Subscriber
 
 
 class Backend(Protocol):

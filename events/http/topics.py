@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .conf import conf
+from ..conf import conf
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]*")
 MAX_EVENT_NAME_LENGTH = 64

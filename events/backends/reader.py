@@ -36,13 +36,14 @@ import redis
 import redis.asyncio
 from redis.asyncio.client import PubSub
 
-from . import history, metrics, redis_url
+from .. import metrics
+from ..core.ids import EventKey, format_key, parse_id
+from ..core.messages import Message, skip_malformed
+from ..core.tasks import cancel_and_wait, wait_set
+from ..exceptions import HubUnavailable
+from . import history, redis_url
 from .confirmations import Confirmations
 from .connection import channel_prefix, describe_error, new_hub_command_client, new_pubsub_client
-from .exceptions import HubUnavailable
-from .ids import EventKey, format_key, parse_id
-from .messages import Message, skip_malformed
-from .tasks import cancel_and_wait, wait_set
 from .watermark import Watermark
 
 logger = logging.getLogger("events.hub")

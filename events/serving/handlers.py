@@ -48,11 +48,11 @@ from django.urls import get_script_prefix as django_script_prefix
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
+from ..conf import conf
+from ..http.errors import as_json
+from ..http.streaming import EventStreamResponse
 from . import transport
 from .asgi_types import Receive, Scope, Send
-from .conf import conf
-from .errors import as_json
-from .streaming import EventStreamResponse
 from .sync_trips import sync_trips
 
 logger = logging.getLogger(__name__)

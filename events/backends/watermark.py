@@ -30,7 +30,7 @@ lost data): a re-fetch, never a silent gap.
 
 from __future__ import annotations
 
-from .ids import EventKey
+from ..core.ids import EventKey
 
 # Milliseconds beyond Redis's clock (as estimated) still taken as plausible:
 # absorbs the drift between our monotonic clock and Redis's wall clock

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .internals import uvicorn_transport
+from ..internals import uvicorn_transport
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ..conf import conf
+from ...conf import conf
 from ..connection import redis_location
 
 T = TypeVar("T")

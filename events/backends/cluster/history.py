@@ -20,9 +20,9 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from ...core.ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
+from ...core.messages import skip_malformed
 from ..history import BATCH, READ, _decode
-from ..ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
-from ..messages import skip_malformed
 from .connection import run_command
 from .layout import group_of, history_key
 from .messages import GroupMessage

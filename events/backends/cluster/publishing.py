@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..conf import conf
+from ...conf import conf
 from ..scripts import LuaScript
 from .connection import get_sync_cluster, run_command
 from .layout import channel_name, group_of, history_key

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from .backend import get_backend
-from .conf import conf
+from ..backends.active import get_backend
+from ..conf import conf
 from .topics import validate_topic
 
 # Longest signed token we accept, in characters.

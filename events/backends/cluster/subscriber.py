@@ -1,7 +1,7 @@
 """A client in cluster mode: one position per slot group, a composite id on every event.
 
 Same queue, overflow policy and wake-ups as the single-node
-:class:`~events.subscriber.Subscriber`; what differs is what "already given"
+:class:`~events.core.subscriber.Subscriber`; what differs is what "already given"
 means. A message is fresh when it is newer than the client's position in the
 message's group (ids of different groups are not comparable), and each
 message taken out is re-labelled with the client's composite position after
@@ -10,8 +10,8 @@ it, so whatever id the client last saw is exactly where it resumes.
 
 from __future__ import annotations
 
-from ..messages import Message
-from ..subscriber import Subscriber
+from ...core.messages import Message
+from ...core.subscriber import Subscriber
 from .messages import GroupMessage, PositionedMessage
 from .positions import Positions, format_positions
 
@@ -50,7 +50,7 @@ class ClusterSubscriber(Subscriber):
             return
         # A reset for everything: the client is moved to the newest position
         # of every group it had pending events in, then told to re-fetch.
-        from .. import metrics
+        from ... import metrics
 
         metrics.CLIENTS_COALESCED.inc()
         for message in self.pending:

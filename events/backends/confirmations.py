@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable
 
-from .exceptions import HubUnavailable
+from ..exceptions import HubUnavailable
 
 
 class Confirmations:

@@ -28,7 +28,7 @@ import zlib
 
 from redis.crc import key_slot
 
-from ..conf import conf
+from ...conf import conf
 
 GROUPS = 128
 SLOTS = 16384

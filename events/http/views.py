@@ -18,17 +18,17 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..authorization import denied_topics
+from ..backends.active import get_backend, get_hub
+from ..backends.connection import describe_error
+from ..conf import conf
+from ..exceptions import HubUnavailable
+from ..serving.handlers import thread_lean, warn_unless_events_handler
+from ..tokens import InvalidToken, granted_topics
 from . import params
-from .authorization import denied_topics
-from .backend import get_backend, get_hub
-from .conf import conf
-from .connection import describe_error
 from .errors import error
-from .exceptions import HubUnavailable
-from .handlers import thread_lean, warn_unless_events_handler
 from .polling import long_poll
 from .streaming import EventStreamResponse
-from .tokens import InvalidToken, granted_topics
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from ..messages import Message
+from ...core.messages import Message
 from .layout import group_of
 from .positions import format_positions
 

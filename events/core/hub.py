@@ -25,15 +25,15 @@ from collections.abc import Callable, Collection
 
 import redis
 
-from . import metrics
-from .conf import conf
-from .exceptions import HubUnavailable
+from .. import metrics
+from ..backends.reader import HubConnection
+from ..conf import conf
+from ..exceptions import HubUnavailable
 from .messages import Message
-from .pubsub import HubConnection
 from .subscriber import Subscriber
 from .tasks import wait_shared
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("events.hub")
 
 # Seconds a new client waits for the hub to be connected / its SUBSCRIBE
 # confirmed before it is told to retry later.

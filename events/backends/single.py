@@ -14,14 +14,14 @@ from typing import Any
 
 import redis.asyncio
 
+from ..conf import conf
+from ..core.ids import is_valid_id, parse_id
+from ..core.subscriber import Subscriber
 from . import history
-from .conf import conf
 from .connection import channel_name, get_async_client, get_sync_client, history_key
-from .ids import is_valid_id, parse_id
-from .pubsub import HubSide, PubSubConnection
+from .reader import HubSide, PubSubConnection
 from .scripts import LuaScript
 from .shared_reads import shared_reads
-from .subscriber import Subscriber
 
 # KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
 PUBLISH_SCRIPT = """

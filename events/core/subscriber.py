@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from . import metrics
-from .asgi_types import Send
-from .history import Batch
+from .. import metrics
+from ..backends.history import Batch
+from ..internals import PendingSend, start_coroutine
+from ..serving.asgi_types import Send
 from .ids import ZERO_KEY, EventKey, parse_id
-from .internals import PendingSend, start_coroutine
 from .messages import Message
 from .sse import encode_comment
 

@@ -39,15 +39,15 @@ import redis
 import redis.asyncio
 from redis.asyncio.client import PubSub
 
-from .. import metrics
-from ..conf import conf
+from ... import metrics
+from ...conf import conf
+from ...core.ids import EventKey, format_key
+from ...core.messages import Message, skip_malformed
+from ...core.tasks import cancel_and_wait, wait_set
+from ...exceptions import HubUnavailable
 from ..confirmations import Confirmations
 from ..connection import describe_error
-from ..exceptions import HubUnavailable
-from ..ids import EventKey, format_key
-from ..messages import Message, skip_malformed
-from ..pubsub import HubSide
-from ..tasks import cancel_and_wait, wait_set
+from ..reader import HubSide
 from .connection import node_client, seeds
 from .history import current_positions, read_group
 from .layout import SLOTS, channel_name, group_of, group_slot, topic_of

@@ -32,8 +32,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from ..conf import conf
 from . import redis_url
-from .conf import conf
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio
 
+from ..core.ids import MAX_ID, ZERO_ID, parse_id
+from ..core.messages import Message, skip_malformed
 from .connection import get_async_client, get_sync_client, history_key
-from .ids import MAX_ID, ZERO_ID, parse_id
-from .messages import Message, skip_malformed
 from .scripts import LuaScript
 
 # Entries read per script run (all topics; the wanted ones are returned).

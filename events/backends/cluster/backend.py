@@ -15,11 +15,11 @@ from collections.abc import AsyncGenerator, Iterable
 import redis
 from redis.asyncio.cluster import RedisCluster
 
+from ...core.ids import format_key, is_valid_id, parse_id
+from ...core.messages import Message
+from ...core.subscriber import Subscriber
 from ..history import READ, Batch
-from ..ids import format_key, is_valid_id, parse_id
-from ..messages import Message
-from ..pubsub import HubSide
-from ..subscriber import Subscriber
+from ..reader import HubSide
 from . import history, publishing
 from .connection import get_sync_cluster, run_command
 from .layout import GROUPS, history_key

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from ..ids import EventKey
+from ...core.ids import EventKey
 from .layout import GROUPS
 
 Positions = dict[int, EventKey]

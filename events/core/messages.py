@@ -16,9 +16,9 @@ import time
 from functools import cached_property
 from typing import Any
 
+from ..http.topics import validate_event_name
 from . import sse
 from .ids import EventKey, parse_id
-from .topics import validate_event_name
 
 logger = logging.getLogger(__name__)
 

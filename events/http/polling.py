@@ -13,11 +13,11 @@ import asyncio
 from contextlib import aclosing
 from typing import Any
 
-from . import metrics
-from .backend import get_backend, get_hub
-from .conf import conf
-from .history import Batch
-from .messages import Message
+from .. import metrics
+from ..backends.active import get_backend, get_hub
+from ..backends.history import Batch
+from ..conf import conf
+from ..core.messages import Message
 
 # Events in one long-poll answer, at most: a client that missed more gets
 # the oldest ones and continues from the answer's ``last_id``.

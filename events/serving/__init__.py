@@ -1,0 +1,1 @@
+"""ASGI plumbing: how the event endpoints are served (lean request handling, transport access, sync trips)."""
