@@ -40,8 +40,8 @@ _EXPORTS = {
     "publish_changes": "model_events",
     "PublishError": "exceptions",
     "make_token": "tokens",
-    "current_id": "backend",
-    "acurrent_id": "backend",
+    "current_id": "backends.active",
+    "acurrent_id": "backends.active",
 }
 
 

@@ -403,7 +403,7 @@ async def test_after_the_write_timeout_a_stuck_client_s_socket_is_aborted(
             await stream.close()
     log = srv.log()
     assert "returned without completing response" not in log
-    assert "cannot find the connection" not in log, "uvicorn's internals changed: see events/transport.py"
+    assert "cannot find the connection" not in log, "uvicorn's internals changed: see events/serving/transport.py"
     assert log.count("reason=write-timeout") == 20
 
 

@@ -33,7 +33,7 @@ EXPECTED_PARAMETERS = {
 @pytest.mark.parametrize("name", DJANGO_HANDLER_METHODS)
 def test_django_asgi_handler_still_has_the_method(name: str) -> None:
     method = getattr(ASGIHandler, name, None)
-    assert method is not None, f"django ASGIHandler.{name} is gone: update events/handlers.py and internals.py"
+    assert method is not None, f"django ASGIHandler.{name} is gone: update events/serving/handlers.py and internals.py"
     parameters = [p for p in inspect.signature(method).parameters if p != "self"]
     assert parameters == EXPECTED_PARAMETERS[name], (
         f"django ASGIHandler.{name} now takes {parameters}, handlers.py passes {EXPECTED_PARAMETERS[name]}"
@@ -44,7 +44,7 @@ def test_django_asgi_handler_still_has_the_method(name: str) -> None:
 
 def test_django_get_script_prefix_is_still_a_module_function() -> None:
     function = getattr(django_asgi, "get_script_prefix", None)
-    assert callable(function), "django.core.handlers.asgi.get_script_prefix is gone: update events/handlers.py"
+    assert callable(function), "django.core.handlers.asgi.get_script_prefix is gone: update events/serving/handlers.py"
     assert function({"root_path": "/prefix"}) == "/prefix"
 
 
