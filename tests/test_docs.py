@@ -22,7 +22,17 @@ import events.testing
 
 from .servers import ROOT
 
-SKIP_DIRS = {".git", ".venv", ".venv-django6", ".run", "node_modules", "__pycache__", "results", "staticfiles", "_build"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-django6",
+    ".run",
+    "node_modules",
+    "__pycache__",
+    "results",
+    "staticfiles",
+    "_build",
+}
 TEXT_SUFFIXES = {".md", ".py", ".js", ".html", ".txt", ".toml", ".conf", ".service", ".example", ".sh", ""}
 DOCS = ROOT / "docs"
 
@@ -127,7 +137,9 @@ def test_files_the_deployment_files_refer_to_exist() -> None:
     referred = []
     for path in sorted((ROOT / "deploy").rglob("*")):
         if path.is_file():
-            referred += re.findall(r"\b((?:docs|deploy|tests)/[\w./-]+\.(?:md|py|conf|service|example))", path.read_text())
+            referred += re.findall(
+                r"\b((?:docs|deploy|tests)/[\w./-]+\.(?:md|py|conf|service|example))", path.read_text()
+            )
     assert "docs/howto/deploy.md" in referred
     missing = sorted({name for name in referred if not (ROOT / name).exists()})
     assert missing == [], missing
