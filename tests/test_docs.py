@@ -46,7 +46,7 @@ def repository_files() -> Iterator[Path]:
         subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS and not d.startswith((".venv", "."))]
         for name in files:
             path = Path(directory, name)
-            if path.suffix in TEXT_SUFFIXES:
+            if name not in SKIP_DIRS and not path.is_symlink() and path.suffix in TEXT_SUFFIXES:
                 yield path
 
 
