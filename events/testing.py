@@ -74,6 +74,7 @@ class CapturedEvents(list[PublishedEvent]):
 
     @property
     def topics(self) -> list[str | None]:
+        """The topic of each event, in order (``None`` for a reset)."""
         return [event.topic for event in self]
 
     def on(self, topic: str) -> list[PublishedEvent]:
