@@ -146,7 +146,7 @@
 
   /**
    * A composite id of a Redis Cluster deployment ("c<B>.<gg><d>[-<s>]...",
-   * hex: see the README) as a Map group -> [ms, seq].
+   * hex: see docs/reference/wire.md) as a Map group -> [ms, seq].
    */
   function parseComposite(id) {
     const [head, ...entries] = id.split(".");
