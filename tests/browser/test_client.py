@@ -99,7 +99,7 @@ def test_backoff_delays_are_capped_and_jittered(open_board: Callable[..., Page])
 
 
 def test_composite_ids_of_a_redis_cluster_compare_per_slot_group(open_board: Callable[..., Page]) -> None:
-    """Dropping repeats and merging tabs' positions work on composite ids too (docs/reference/wire.md, composite ids)."""
+    """Dropping repeats and merging tabs' positions work on composite ids too (README, Redis Cluster)."""
     from events.cluster.positions import format_positions
 
     x = 1795823576898
