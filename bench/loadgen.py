@@ -53,7 +53,7 @@ monotonic_ns = time.monotonic_ns
 # --------------------------------------------------------------------------
 
 PROFILES = {
-    # our product (README, "Wire contract"): envelope {"topic", "data"}, event "invalidate", id = stream id
+    # our product (docs/reference/wire.md): envelope {"topic", "data"}, event "invalidate", id = stream id
     "ours": {
         "sse_path": "/events/stream/?topic={topic}",
         "poll_path": "/events/poll/?topic={topic}",

@@ -133,7 +133,22 @@ async def shutdown() -> None:
 
 
 def events_asgi_app() -> LifespanApp:
-    """The project's ASGI application: Django (thread-lean for events) plus lifespan."""
+    """The project's ASGI application: Django (thread-lean for events) plus lifespan.
+
+    Use it instead of Django's ``get_asgi_application()``: it starts and stops
+    each worker's Redis hub (run uvicorn with ``--lifespan on``), ends open
+    streams promptly on shutdown, and serves streams without a thread each.
+
+    Example (``mysite/asgi.py``)::
+
+        import os
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+        from events.asgi import events_asgi_app
+
+        application = events_asgi_app()
+    """
     import django
 
     django.setup(set_prefix=False)

@@ -9,9 +9,10 @@ one declaration is the source of
 - the system checks (``checks.py`` asks each declaration what is wrong with a
   value; a string where a number belongs is an error, never a silent cast);
 - the environment reading (:func:`from_environ`, used by ``project/settings.py``);
-- the README's settings table (``tests/test_settings.py`` keeps them equal).
+- the settings table in ``docs/reference/settings.md`` (``tests/test_settings.py``
+  keeps them equal).
 
-To add a setting, add one line to :class:`Settings` (and the README row the
+To add a setting, add one line to :class:`Settings` (and the table row the
 test prints for you).
 """
 

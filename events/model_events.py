@@ -30,8 +30,19 @@ TopicSpec = str | Callable[[Any], str]
 def publish_changes(model: type[models.Model], topic: TopicSpec, *, event: str = DEFAULT_EVENT) -> Callable[[], None]:
     """Publish on ``topic`` (a name, or a function of the instance) after each committed change.
 
-    Returns a function that disconnects the receivers again (for tests, or
-    code that publishes only for a while).
+    Connects ``post_save`` and ``post_delete`` of ``model`` to
+    :func:`publish_on_commit`, with the payload ``{"model": "app.model", "pk":
+    pk, "action": "saved" | "deleted"}``. Returns a function that disconnects
+    the receivers again (for tests, or code that publishes only for a while).
+    ``QuerySet.update()`` and ``bulk_create()`` send no signal, so they publish
+    nothing.
+
+    Example (in ``AppConfig.ready()``)::
+
+        from events import publish_changes
+
+        publish_changes(Tracker, topic="board")
+        publish_changes(Note, topic=lambda note: f"user:{note.owner_id}")
     """
     if isinstance(topic, str):
         validate_topic(topic)

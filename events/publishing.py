@@ -91,8 +91,20 @@ def _failed(topic: str, exc: redis.RedisError) -> PublishError:
 def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     """Publish ``event`` on ``topic`` with an optional JSON-serialisable payload; return its id.
 
+    One Redis round trip: the event is appended to the bounded history and
+    published to the topic's subscribers atomically, so replay and live
+    delivery never disagree. ``data`` is anything ``DjangoJSONEncoder``
+    serialises (dates, decimals, UUIDs), at most ``MAX_PAYLOAD`` bytes.
+
     Raises ValueError/TypeError for bad arguments and PublishError when Redis
-    cannot be reached (within about a second, never hanging).
+    cannot be reached (within about a second, never hanging). Inside a
+    transaction, prefer :func:`publish_on_commit`.
+
+    Example::
+
+        from events import publish
+
+        event_id = publish("board", {"tracker": "spiders"})  # "1795823576898-0"
     """
     payload = _prepare(topic, data, event)
     captured = _captured_only(topic, event, payload)
@@ -107,7 +119,16 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
 
 
 async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
-    """Async version of :func:`publish`."""
+    """Async version of :func:`publish`, for async views and tasks.
+
+    Example::
+
+        from events import apublish
+
+        async def rename(request, slug):
+            ...
+            await apublish("board", {"tracker": slug})
+    """
     payload = _prepare(topic, data, event)
     captured = _captured_only(topic, event, payload)
     if captured is not None:
@@ -127,6 +148,15 @@ def publish_on_commit(topic: str, data: Any = None, event: str = DEFAULT_EVENT, 
     checked now, so a mistake raises here rather than after the commit. A
     publish that fails after the commit is logged, not raised: the data is
     already committed and the request should not fail because of it.
+
+    Example::
+
+        from django.db import transaction
+        from events import publish_on_commit
+
+        with transaction.atomic():
+            tracker.save()
+            publish_on_commit("board", {"tracker": tracker.slug})  # sent after COMMIT
     """
     _prepare(topic, data, event)
     transaction.on_commit(lambda: publish(topic, data, event), using=using, robust=True)

@@ -46,7 +46,13 @@ __all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", 
 
 @dataclass(frozen=True)
 class PublishedEvent:
-    """One event: what a client receives (``data`` decoded from the JSON sent)."""
+    """One event: what a client receives (``data`` decoded from the JSON sent).
+
+    Example::
+
+        event = published[0]
+        assert (event.topic, event.event, event.data) == ("board", "invalidate", {"tracker": "spiders"})
+    """
 
     topic: str | None
     event: str
@@ -55,10 +61,20 @@ class PublishedEvent:
 
 
 class CapturedEvents(list[PublishedEvent]):
-    """The events published while ``capture_events()`` was active, in order."""
+    """The events published while ``capture_events()`` was active, in order (a list).
+
+    Example::
+
+        with capture_events() as published:
+            publish("board")
+            publish("user:1", {"change": 7})
+        assert published.topics == ["board", "user:1"]
+        assert [e.data for e in published.on("user:1")] == [{"change": 7}]
+    """
 
     @property
     def topics(self) -> list[str | None]:
+        """The topic of each event, in order (``None`` for a reset)."""
         return [event.topic for event in self]
 
     def on(self, topic: str) -> list[PublishedEvent]:
@@ -76,6 +92,16 @@ class capture_events:  # lower case: used like a function, `with capture_events(
     production: inside Django's ``TestCase`` nothing is recorded until the
     transaction commits, so use ``captureOnCommitCallbacks(execute=True)``.
     Publishes from other threads are recorded too.
+
+    Example::
+
+        from events.testing import capture_events
+
+        class ChangeTrackerTests(TestCase):
+            def test_a_change_invalidates_the_board(self):
+                with capture_events() as published, self.captureOnCommitCallbacks(execute=True):
+                    self.client.post("/trackers/spiders/", {"delta": "1"})
+                assert published.topics == ["board"]
     """
 
     def __init__(self, *, publish: bool = False) -> None:
@@ -108,8 +134,15 @@ class capture_events:  # lower case: used like a function, `with capture_events(
 class EventStream:
     """An open SSE response of the app, read by a task into a bounded queue.
 
-    The reader task stops reading while the queue is full (the server then
-    treats this client as slow, as it would a real one).
+    What ``open_stream()`` gives. The reader task stops reading while the
+    queue is full (the server then treats this client as slow, as it would a
+    real one).
+
+    Example::
+
+        async with open_stream(["board"]) as stream:
+            await apublish("board")
+            event = await stream.next_event(timeout=5)
     """
 
     QUEUE_SIZE = 1000
@@ -178,6 +211,17 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
     ``AsyncClient`` (e.g. logged in with ``aforce_login``) for topics the
     authorization hook only grants to some users; ``token``: a subscribe token.
     When the stream started this event loop's hub, leaving stops it again.
+
+    Example::
+
+        from events import apublish
+        from events.testing import open_stream
+
+        async def test_the_board_hears_about_it():
+            async with open_stream(["board"]) as stream:
+                await apublish("board", {"id": 1})
+                event = await stream.next_event(timeout=5)
+            assert (event.topic, event.data) == ("board", {"id": 1})
     """
 
     def __init__(

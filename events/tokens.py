@@ -25,7 +25,19 @@ class InvalidToken(Exception):
 
 
 def make_token(topics: Iterable[str]) -> str:
-    """A token granting read access to ``topics`` until ``TOKEN_MAX_AGE`` has passed."""
+    """A token granting read access to ``topics`` until ``TOKEN_MAX_AGE`` has passed.
+
+    Signed with ``SECRET_KEY``; a client passes it as ``?token=`` (the JS
+    client's ``token`` option, the template tag's ``token=True``) when it
+    cannot send the session cookie. Raises ValueError for a bad topic or none.
+
+    Example::
+
+        from events import make_token
+
+        token = make_token(["team:red"])
+        url = f"{reverse('events:stream')}?topic=team:red&token={token}"
+    """
     names = sorted({validate_topic(topic) for topic in topics})
     if not names:
         raise ValueError("A subscribe token needs at least one topic.")

@@ -238,7 +238,7 @@ class ClusterNode(RedisProcess):
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir), "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-             # Healthy shards keep serving while one is failing over (see README, Redis Cluster).
+             # Healthy shards keep serving while one is failing over (see docs/howto/redis.md, Redis Cluster).
              "--cluster-require-full-coverage", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -14,7 +14,7 @@ STREAMS = 40
 
 
 def gunicorn_command(port: int) -> list[str]:
-    # The README's production command, on a test port.
+    # The production command of docs/howto/deploy.md (Gunicorn), on a test port.
     return [
         sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "project.asgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS), "--graceful-timeout", "20",

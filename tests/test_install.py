@@ -3,7 +3,8 @@
 Exactly what a user does: build a wheel from (a copy of) the checkout, make a
 fresh virtualenv holding an existing Django site (`django-admin
 startproject`), install the wheel there, apply the README's numbered steps
-(its code blocks, verbatim), then `manage.py check`, `findstatic`, serve with
+(its code blocks, verbatim; tests/test_docs.py keeps them equal to
+docs/installation.md's), then `manage.py check`, `findstatic`, serve with
 uvicorn and receive a `publish_event` over SSE and over the long-poll. Nothing
 from this repository is importable in that virtualenv but what the wheel
 installed.

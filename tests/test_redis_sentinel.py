@@ -41,7 +41,7 @@ from .redis_ha import DATA_PASSWORD, DOWN_AFTER_MS, REPL_USER, SENTINEL_PASSWORD
 from .servers import ROOT, UvicornServer, wait_for
 from .sse import Frame, SSEStream, open_stream
 
-# README, "High availability": with the sentinels answering and the dead
+# docs/howto/redis.md, "High availability": with the sentinels answering and the dead
 # primary refusing connections, publish() fails in milliseconds; the bound
 # leaves room for a loaded machine.
 PUBLISH_FAILS_WITHIN = 3.0

@@ -1,4 +1,4 @@
-"""The one declaration per setting (events/conf.py) drives access, checks, environment and README."""
+"""The one declaration per setting (events/conf.py) drives access, checks, environment and the docs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from events.checks import check_settings
 from events.conf import Flag, Setting, Settings, conf, declarations, from_environ
 from tests.servers import ROOT
 
-README = ROOT / "README.md"
+SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
+CHECKS_PAGE = ROOT / "docs" / "reference" / "checks.md"
 TABLE_HEADER = "| key | env var | default | meaning |"
 
 
@@ -31,26 +32,26 @@ def expected_table() -> str:
     return "\n".join(rows)
 
 
-def readme_table() -> str:
-    text = README.read_text()
+def documented_table() -> str:
+    text = SETTINGS_PAGE.read_text()
     start = text.index(TABLE_HEADER)
     end = text.index("\n\n", start)
     return text[start:end]
 
 
-def test_readme_settings_table_is_the_declarations() -> None:
-    assert readme_table() == expected_table(), (
-        "README's settings table differs from events/conf.py; paste this one:\n" + expected_table()
+def test_the_settings_table_is_the_declarations() -> None:
+    assert documented_table() == expected_table(), (
+        "docs/reference/settings.md's table differs from events/conf.py; paste this one:\n" + expected_table()
     )
 
 
-def test_readme_lists_every_check_id() -> None:
+def test_the_checks_page_lists_every_check_id() -> None:
     source = "".join(path.read_text() for path in (ROOT / "events").glob("*.py"))
     ids = set(re.findall(r"events\.([EW]\d{3})", source))
     assert {"E001", "E008", "E009", "W001", "W003"} <= ids
-    text = README.read_text()
+    text = CHECKS_PAGE.read_text()
     missing = sorted(check_id for check_id in ids if f"`events.{check_id}`" not in text)
-    assert missing == [], f"check ids missing from README's list of checks: {missing}"
+    assert missing == [], f"check ids missing from docs/reference/checks.md: {missing}"
 
 
 def test_every_setting_is_declared_with_a_meaning() -> None:

@@ -74,12 +74,30 @@ def current_id(topics: Iterable[str] | None = None) -> str:
     Redis: the newest event id (``0-0`` before the first). Redis Cluster: a
     composite id covering ``topics`` (pass the topics the page subscribes to;
     without them it covers every slot group, which is long).
+
+    Example (read it *before* the data the page shows)::
+
+        from events import current_id
+
+        def board(request):
+            last_event_id = current_id(["board"])
+            trackers = list(Tracker.objects.all())
+            return render(request, "board.html", {"trackers": trackers, "last_event_id": last_event_id})
     """
     return get_backend().current_id(topics)
 
 
 async def acurrent_id(topics: Iterable[str] | None = None) -> str:
-    """Async version of :func:`current_id`."""
+    """Async version of :func:`current_id`, for async views.
+
+    Example::
+
+        from events import acurrent_id
+
+        async def board(request):
+            last_event_id = await acurrent_id(["board"])
+            ...
+    """
     return await get_backend().acurrent_id(topics)
 
 

@@ -76,7 +76,21 @@ def live_events(
     last_event_id: str | None = None,
     element_id: str = "live-events",
 ) -> SafeString:
-    """The JSON subscribe config and the client.js ``<script>`` tag (see the module doc)."""
+    """``{% live_events %}``: the JSON subscribe config and the client.js ``<script>`` tag.
+
+    ``topics``: each a name or a list of names (validated). ``token=True``
+    adds a subscribe token for them; ``subscribe=False`` leaves subscribing
+    to your own script (``LiveEvents.config()``); ``last_event_id`` is an id
+    the view read before querying the database (default: read when the tag
+    renders); ``element_id`` is the JSON element's id (default
+    ``live-events``).
+
+    Example::
+
+        {% load events %}
+        <div hx-get="{% url 'board-fragment' %}" hx-trigger="live:board from:body">…</div>
+        {% live_events "board" user_topic token=True %}
+    """
     names = _topic_names(topics)
     if token and not names:
         raise template.TemplateSyntaxError("live_events: token=True needs the topics to grant")

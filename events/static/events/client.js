@@ -146,7 +146,7 @@
 
   /**
    * A composite id of a Redis Cluster deployment ("c<B>.<gg><d>[-<s>]...",
-   * hex: see the README) as a Map group -> [ms, seq].
+   * hex: see docs/reference/wire.md) as a Map group -> [ms, seq].
    */
   function parseComposite(id) {
     const [head, ...entries] = id.split(".");
@@ -553,7 +553,18 @@
 
   /**
    * What one page subscribed to: its own topics, event names and callbacks,
-   * and the id of the last event it handled (it drops older ones).
+   * and the id of the last event it handled (it drops older ones). Made by
+   * LiveEvents.subscribe(); read its properties at any time.
+   *
+   * @property {string} state  "connecting", "live" (stream open), "polling"
+   *   (long-poll working), "reconnecting" (waiting to retry) or "closed".
+   * @property {?string} transport  "stream", "poll" or null.
+   * @property {?string} lastEventId  id of the last event this subscription handled.
+   * @property {boolean} leader  true in the tab that holds the shared connection.
+   * @example
+   * const sub = LiveEvents.subscribe(streamUrl, ["board"], refetchBoard);
+   * badge.textContent = sub.state;   // "connecting", then "live"
+   * sub.unsubscribe();               // "closed"
    */
   class Subscription {
     constructor(streamUrl, topics, onEvent, options) {
@@ -584,7 +595,14 @@
       this._hub.add(this);
     }
 
-    /** Stop for good; a shared connection stays open for the other subscriptions. */
+    /**
+     * Stop for good; a shared connection stays open for the other subscriptions.
+     * The state becomes "closed" (onStateChange is called once more).
+     *
+     * @returns {void}
+     * @example
+     * window.addEventListener("pagehide", () => sub.unsubscribe());
+     */
     unsubscribe() {
       if (this._closed) {
         return;
@@ -594,7 +612,13 @@
       this._setState("closed", this.transport);
     }
 
-    /** Whether this page holds the (shared) connection: false in the other tabs. */
+    /**
+     * Whether this page holds the (shared) connection: false in the other tabs.
+     *
+     * @type {boolean}
+     * @example
+     * note.textContent = sub.leader ? "" : "shared with another tab";
+     */
     get leader() {
       return !this._closed && this._hub.leader;
     }
@@ -1066,18 +1090,59 @@
     return hub;
   }
 
-  /** Subscribe to `topics`; see the API at the top of this file. */
+  /**
+   * Subscribe to `topics`: call `onEvent` for each event on them, over SSE or
+   * the long-poll fallback, resuming after every reconnection from the last id
+   * seen. The options are listed in the API at the top of this file.
+   *
+   * @param {string} streamUrl  the SSE endpoint, rendered with {% url 'events:stream' %}.
+   * @param {string[]} topics  topic names, e.g. ["board", "user:42"].
+   * @param {function(Object)} onEvent  called with {id, topic, event, data}.
+   * @param {Object} [options]  pollUrl, lastEventId, token, share, onReset,
+   *   onStateChange, onError, events, pollTimeout, minDelay, maxDelay,
+   *   fallbackAfter, streamRetryAfter, stableAfter, withCredentials.
+   * @returns {Subscription}
+   * @throws {TypeError} when topics is not a non-empty array or onEvent not a function.
+   * @example
+   * const sub = LiveEvents.subscribe("/events/stream/", ["board"], (event) => refetchBoard(), {
+   *   pollUrl: "/events/poll/",
+   *   onReset: () => refetchEverything(),
+   *   onStateChange: (state) => { badge.textContent = state; },
+   * });
+   */
   function subscribe(streamUrl, topics, onEvent, options) {
     return new Subscription(streamUrl, topics, onEvent, options);
   }
 
-  /** The JSON config rendered by the {% live_events %} template tag, or null. */
+  /**
+   * The JSON config rendered by the {% live_events %} template tag, or null
+   * when the page has no element with that id.
+   *
+   * @param {string} [id="live-events"]  the tag's element_id.
+   * @returns {?{streamUrl: string, pollUrl: string, topics: string[],
+   *   lastEventId: ?string, token: ?string, pollTimeout: number, subscribe: boolean}}
+   * @example
+   * const config = LiveEvents.config();   // {% live_events "board" subscribe=False %}
+   * if (config) console.log(config.topics);   // ["board"]
+   */
   function config(id) {
     const element = root.document && root.document.getElementById(id || "live-events");
     return element ? JSON.parse(element.textContent) : null;
   }
 
-  /** The subscribe() options a {% live_events %} config carries. */
+  /**
+   * The subscribe() options a {% live_events %} config carries: pollUrl,
+   * lastEventId, token and pollTimeout.
+   *
+   * @param {Object} settings  a config, as LiveEvents.config() returns it.
+   * @returns {Object}
+   * @example
+   * const config = LiveEvents.config();
+   * LiveEvents.subscribe(config.streamUrl, config.topics, onEvent, {
+   *   ...LiveEvents.optionsFrom(config),
+   *   onReset,
+   * });
+   */
   function optionsFrom(settings) {
     return {
       pollUrl: settings.pollUrl,
@@ -1091,6 +1156,14 @@
     subscribe,
     config,
     optionsFrom,
+    /**
+     * The subscription {% live_events %} made by itself (given topics, and not
+     * subscribe=False), or null.
+     *
+     * @type {?Subscription}
+     * @example
+     * if (LiveEvents.page) LiveEvents.page.unsubscribe();
+     */
     page: null,
     Subscription,
     compareIds,
