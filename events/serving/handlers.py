@@ -30,6 +30,7 @@ The Django handler methods used here are listed, with why, in ``internals.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache, partial
@@ -108,6 +109,11 @@ class EventsASGIHandler(ASGIHandler):
 
     async def serve_lean(self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch) -> None:
         """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own."""
+        if has_body(scope):
+            # Refused before a byte of it is read: Django's read_body would
+            # spool any size to disk first (a GET with Content-Length: 2 GiB).
+            await send_refusal(send)
+            return
         body_file: Any
         try:
             body_file = await self.read_body(receive)
@@ -138,10 +144,13 @@ class EventsASGIHandler(ASGIHandler):
                 assert response is not None
                 # The event endpoints answer errors in JSON, whoever made the error.
                 response = as_json(response)
-                if isinstance(response, EventStreamResponse):
-                    # After the write timeout, its connection is aborted (transport.py).
-                    response.subscriber.abort = transport.aborter(send)
-                if isinstance(response, EventStreamResponse) and response.can_send_directly:
+                # Only under uvicorn's own send (no ASGI middleware wrapping it):
+                # after the write timeout its connection is aborted, and the hub
+                # may write frames from its own task (transport.py).
+                abort = transport.aborter(send) if isinstance(response, EventStreamResponse) else None
+                if isinstance(response, EventStreamResponse) and abort is not None:
+                    response.subscriber.abort = abort
+                if isinstance(response, EventStreamResponse) and abort is not None and response.can_send_directly:
                     # Nor is the response: closing it would only send
                     # request_finished (below), its one closer (request.close) ran.
                     stream, response = response.direct(), None
@@ -162,6 +171,37 @@ class EventsASGIHandler(ASGIHandler):
             await trips.call(partial(signals.request_finished.send, sender=self.__class__))
         else:
             await trips.call(response.close)  # sends request_finished
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body: ``Content-Length`` other than 0, or ``Transfer-Encoding``."""
+    for name, value in scope.get("headers", ()):
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return True
+        if lowered == b"content-length" and value.strip() not in (b"0", b""):
+            return True
+    return False
+
+
+REFUSAL = json.dumps({"error": "The event endpoints take no request body.", "code": "body_not_allowed"}).encode()
+
+
+async def send_refusal(send: Send) -> None:
+    """A JSON 400, with ``Connection: close`` (the unread body must not be taken for the next request)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(REFUSAL)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": REFUSAL, "more_body": False})
 
 
 class DisconnectWatcher:
