@@ -35,15 +35,23 @@ class Runserver:
 
 @contextmanager
 def start_runserver(
-    env: dict[str, str], *args: str, cwd: Path = ROOT, python: str = sys.executable, ready: str = "/events/health/"
+    env: dict[str, str],
+    *args: str,
+    cwd: Path = ROOT,
+    python: str = sys.executable,
+    ready: str = "/events/health/",
+    inherit: bool = True,
 ) -> Iterator[Runserver]:
-    """``python manage.py runserver 127.0.0.1:<free port> *args`` in its own session, waited for."""
+    """``python manage.py runserver 127.0.0.1:<free port> *args`` in its own session, waited for.
+
+    ``env`` is added to this process's environment, or is the whole of it with ``inherit=False``.
+    """
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="runserver-")) / "server.log"
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
             [python, "manage.py", "runserver", f"127.0.0.1:{port}", *args],
-            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            cwd=cwd, env={**(os.environ if inherit else {}), "PYTHONUNBUFFERED": "1", **env},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     server = Runserver(f"http://127.0.0.1:{port}", process, log_path)
