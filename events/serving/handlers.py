@@ -310,6 +310,10 @@ def build_chain(paths: list[str]) -> GetResponse:
     return chain
 
 
+# The server name (Client) or Host header (AsyncClient) of Django's test clients' requests.
+TEST_SERVER_NAME = "testserver"
+
+
 class _StockHandlerWarning:
     """Warns once per process that an event endpoint is served without ``events_asgi_app()``.
 
@@ -323,6 +327,10 @@ class _StockHandlerWarning:
 
     def check(self, request: HttpRequest) -> None:
         if self.warned or getattr(request, "scope", {}).get(SERVED_KEY):
+            return
+        if TEST_SERVER_NAME in (request.META.get("SERVER_NAME"), request.META.get("HTTP_HOST")):
+            # Django's test clients (Client, AsyncClient) are not a server:
+            # nothing is missing there, so no warning in every test run.
             return
         self.warned = True
         logger.warning(
