@@ -71,3 +71,21 @@ async def test_websockets_and_streams_in_one_process(name: str, redis_url: str, 
     assert "No application configured" not in log, log
     if name != "daphne":  # daphne sends no lifespan
         assert "Application startup complete" in log or "startup complete" in log.lower(), log
+
+
+async def test_runserver_serves_the_channels_application(redis_url: str, events_prefix: str, topic: str) -> None:
+    """``manage.py runserver`` reads ASGI_APPLICATION: websockets and streams in development too."""
+    from .runserver import ctrl_c_ends_streams_cleanly, start_runserver
+
+    env = {
+        "REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, "DJANGO_DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "tests.settings_channels", **SERVER_ENV,
+    }  # fmt: skip
+    with start_runserver(env) as server:
+        port = server.url.rsplit(":", 1)[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/") as websocket:
+            await websocket.send("dev")
+            assert await asyncio.wait_for(websocket.recv(), 5) == "echo: dev"
+        await ctrl_c_ends_streams_cleanly(server, topic)
+        log = server.log()
+    assert "Traceback" not in log, log
