@@ -24,6 +24,16 @@ The match is reused for the view unless a middleware of the lean chain sets
 endpoints only through a per-request urlconf set by ``settings.MIDDLEWARE``
 gets Django's ordinary handling for them (correct, a thread per stream).
 
+Request bodies: the event endpoints take none, so a request that announces
+one (``Content-Length`` above 0, or ``Transfer-Encoding``) is answered with a
+JSON ``400`` before a byte of it is read; Django's ``read_body`` would spool
+any size to disk first.
+
+Under uvicorn's own ``send`` (no ASGI middleware wrapping it), a stream's
+connection can be aborted and the hub may write to it directly
+(``transport.py``); otherwise the request takes the plain path, so a
+wrapping middleware's ``send`` only ever runs in its own request's task.
+
 The Django handler methods used here are listed, with why, in ``internals.py``.
 """
 

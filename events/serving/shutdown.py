@@ -100,8 +100,6 @@ class ShutdownWatch:
             # No Python-level server handler (a server run in a thread
             # installs none; SIGQUIT is left to the default), or done already.
             return
-        if signum == QUICK_STOP_SIGNAL and previous is signal.default_int_handler:
-            return
 
         def handler(sig: int, frame: FrameType | None) -> None:
             first = not self.stopping
