@@ -58,6 +58,9 @@ async def test_a_code_change_reloads_after_ending_the_streams(env: dict[str, str
 async def test_noreload_stops_cleanly_on_ctrl_c(env: dict[str, str], topic: str) -> None:
     with start_runserver(env, "--noreload") as server:
         await ctrl_c_ends_streams_cleanly(server, topic)
+        log = server.log()
+    assert server.process.returncode == 0, log
+    assert "Traceback" not in log, log
 
 
 async def test_wsgi_is_the_documented_opt_out(env: dict[str, str]) -> None:

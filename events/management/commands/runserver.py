@@ -124,6 +124,13 @@ class Command(StaticfilesRunserver):
         self.on_bind(int(port))
         try:
             server.run()
+        except KeyboardInterrupt:
+            # uvicorn re-raises the Ctrl-C it handled once it has stopped (as
+            # `uvicorn.run` does, and Django's runserver): a normal end.
+            shutdown_message = options.get("shutdown_message", "")
+            if shutdown_message:
+                self.stdout.write(shutdown_message)
+            sys.exit(0)
         except OSError as exc:
             messages = {
                 errno.EACCES: "You don't have permission to access that port.",
