@@ -106,6 +106,7 @@ def test_the_wheel_holds_the_events_package_and_nothing_else(wheel: Path) -> Non
         "events/py.typed",
         "events/static/events/client.js",
         "events/management/commands/publish_event.py",
+        "events/management/commands/runserver.py",
         "events/urls.py",
     ):
         assert needed in names
