@@ -9,25 +9,23 @@ which
 
 - answers ``lifespan``: on startup it checks the Redis settings (a TLS
   certificate that does not verify or refused credentials are fatal; Redis
-  being down is not), starts this process's hub and hooks SIGTERM/SIGINT; on shutdown it stops the hub and closes Redis clients. Run
-  uvicorn with ``--lifespan on`` so a startup failure is fatal;
-- ends open streams as soon as the server is told to stop. uvicorn waits for
-  open requests before running lifespan shutdown, so that is too late; instead
-  the signal handler uvicorn installed is chained (not replaced, no server
-  class patched): ours asks the hub to end every stream cleanly, then calls
-  uvicorn's. ``--timeout-graceful-shutdown`` stays the backstop;
+  being down is not), starts this process's hub and watches for the
+  server's stop signal; on shutdown it stops the hub and closes Redis
+  clients. Run uvicorn with ``--lifespan on`` so a startup failure is fatal;
+- ends open streams as soon as the server is told to stop. Most servers wait
+  for open requests before running lifespan shutdown (daphne has none), so
+  that is too late; instead each server's own stop signal is caught
+  (``serving/shutdown.py``: chained signal handlers, no server class
+  patched) and the hub ends every stream cleanly. The server's graceful
+  timeout stays the backstop;
 - serves the events views through ``handlers.EventsASGIHandler``: no thread
   per open stream, and optionally a short async middleware chain.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-import signal
-from collections.abc import Callable
-from types import FrameType
 
 from .backends.active import get_hub, pop_hub
 from .backends.cluster.connection import aclose_clusters
@@ -35,24 +33,33 @@ from .backends.connection import aclose_clients, verify_redis_settings
 from .conf import conf
 from .serving.asgi_types import ASGIApp, Receive, Scope, Send
 from .serving.handlers import EventsASGIHandler
+from .serving.shutdown import shutdown_watch
 
 logger = logging.getLogger(__name__)
 
 
-SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
 class LifespanApp:
-    """Wraps an ASGI app and handles the ``lifespan`` scope for the events hub."""
+    """Wraps an ASGI app and handles the ``lifespan`` scope for the events hub.
+
+    Also usable as the ``"lifespan"`` entry of a Channels ``ProtocolTypeRouter``
+    (see docs/howto/channels.md): it answers the lifespan scope itself.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Whether the server's stop signals were looked for at a request (see __call__).
+        self.watching = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return
+        if not self.watching:
+            # Daphne sends no lifespan, and some servers install their signal
+            # handlers after lifespan startup: look again at the first request.
+            self.watching = True
+            shutdown_watch.watch()
+        await self.app(scope, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -73,35 +80,11 @@ class LifespanApp:
 
 
 def startup() -> None:
-    """Tune the garbage collector, start this process's hub, chain the shutdown signals."""
+    """Tune the garbage collector, start this process's hub, watch for the server's stop signal."""
     tune_garbage_collector()
-    hub = get_hub()
-    hub.start()
-    loop = asyncio.get_running_loop()
-    for signum in SHUTDOWN_SIGNALS:
-        _chain_signal(signum, lambda: loop.call_soon_threadsafe(hub.begin_shutdown))
-
-
-def _chain_signal(signum: int, on_signal: Callable[[], object]) -> None:
-    """Run ``on_signal`` before the server's own handler for ``signum``, if it has one."""
-    try:
-        previous = signal.getsignal(signum)
-    except ValueError:
-        return
-    if not callable(previous) or getattr(previous, "events_chained", False):
-        # No Python-level server handler (e.g. a server run in a thread by
-        # tests installs none), or already chained: nothing to do.
-        return
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        on_signal()
-        previous(sig, frame)
-
-    handler.events_chained = True  # type: ignore[attr-defined]
-    try:
-        signal.signal(signum, handler)
-    except ValueError:
-        pass  # not the main thread
+    get_hub().start()
+    # How each server says it is stopping: serving/shutdown.py.
+    shutdown_watch.watch()
 
 
 def tune_garbage_collector() -> None:
@@ -125,6 +108,7 @@ def tune_garbage_collector() -> None:
 
 async def shutdown() -> None:
     """Stop this process's hub and close its Redis clients."""
+    await shutdown_watch.close()
     hub = pop_hub()
     if hub is not None:
         await hub.stop()

@@ -23,6 +23,24 @@ NGINX_READ_TIMEOUT = 60
 
 def register() -> None:
     register_check(check_settings, Tags.compatibility)
+    register_check(check_app_order, Tags.compatibility)
+
+
+def check_app_order(**kwargs: Any) -> list[CheckMessage]:
+    """``events`` must come before ``django.contrib.staticfiles``, or its ``runserver`` is not the one run."""
+    from django.apps import apps
+
+    names = [config.name for config in apps.get_app_configs()]
+    if "django.contrib.staticfiles" in names and names.index("events") > names.index("django.contrib.staticfiles"):
+        return [
+            Warning(
+                "'events' comes after 'django.contrib.staticfiles' in INSTALLED_APPS, so `manage.py runserver` "
+                "is staticfiles' WSGI server, on which the event streams never start.",
+                hint="Put 'events' before 'django.contrib.staticfiles' (e.g. INSTALLED_APPS.insert(0, 'events')).",
+                id="events.W004",
+            )
+        ]
+    return []
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:

@@ -24,8 +24,16 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
    abort a stream whose client stopped reading (``transport.py``): ASGI gives
    no way to reach the socket. Under another server it is None, and such a
    stream is only cancelled.
+5. **hypercorn's shutdown event in a worker process**
+   (:func:`hypercorn_shutdown_event`): hypercorn's parent process takes the
+   stop signal and sets a ``multiprocessing`` event, which its worker polls;
+   the application is told nothing until its requests are done or cancelled.
+   The event is the worker process's ``shutdown_event`` argument, read from
+   ``multiprocessing``'s process object (its ``_target`` and ``_kwargs``).
+   Outside a hypercorn worker it is None.
 
-No private (underscored) attribute of Django or uvicorn is read or written.
+No private (underscored) attribute of Django or uvicorn is read or written;
+item 5 reads two of the standard library's ``multiprocessing.Process``.
 """
 
 from __future__ import annotations
@@ -106,10 +114,33 @@ def start_coroutine(coro: Awaitable[None]) -> PendingSend | None:
 
 
 def uvicorn_transport(send: object) -> object | None:
-    """The asyncio transport under uvicorn's ASGI ``send`` (item 4 above), or None."""
+    """The asyncio transport under uvicorn's ASGI ``send`` (item 4 above), or None.
+
+    None unless ``send`` is uvicorn's own: a ``send`` wrapped by an ASGI
+    middleware (Sentry's, OpenTelemetry's, a timeout) is the middleware's, and
+    calling it from another task would run the middleware in that task's
+    context, so such a request gets the plain path.
+    """
     # uvicorn internal 1: ``send`` is ``RequestResponseCycle.send``, a bound
     # method; ``__self__`` is the cycle (httptools_impl and h11_impl alike).
     cycle = getattr(send, "__self__", None)
+    if cycle is None or getattr(send, "__name__", None) != "send":
+        return None
+    kind = type(cycle)
+    if kind.__name__ != "RequestResponseCycle" or not kind.__module__.startswith("uvicorn.protocols.http."):
+        return None
     # uvicorn internal 2: the cycle's ``transport`` attribute is the
     # connection's asyncio transport (uvloop's or asyncio's).
     return getattr(cycle, "transport", None)
+
+
+def hypercorn_shutdown_event() -> Any | None:
+    """The ``multiprocessing`` event a hypercorn worker process stops on (item 5 above), or None."""
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    target = getattr(process, "_target", None)
+    if target is None or not getattr(target, "__module__", "").startswith("hypercorn."):
+        return None
+    event = (getattr(process, "_kwargs", None) or {}).get("shutdown_event")
+    return event if callable(getattr(event, "is_set", None)) else None

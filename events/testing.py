@@ -11,7 +11,8 @@ Redis by default, so unit tests need none::
         assert published.topics == ["board"]
 
 ``open_stream()`` opens the app's SSE endpoint in-process (Django's
-``AsyncClient``, the real view, hub and Redis) for integration tests and
+``AsyncClient``, the real view, hub and Redis, under a key prefix of its
+own so the site's real keys are never touched) for integration tests and
 awaits the next event with a timeout::
 
     from events import apublish
@@ -29,19 +30,77 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from django.test import AsyncClient
+from django.conf import settings
+from django.test import AsyncClient, override_settings
 from django.urls import reverse
 
 from . import publishing
+from .conf import conf
 from .core.tasks import cancel_and_wait
 
-__all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", "open_stream"]
+__all__ = ["CapturedEvents", "EventStream", "PublishedEvent", "capture_events", "open_stream", "own_prefix"]
+
+
+# The test key prefixes in use (innermost last): nested helpers share the outer one.
+_test_prefixes: list[str] = []
+
+
+@contextmanager
+def own_prefix() -> Iterator[str]:
+    """A Redis key prefix of its own while active, so a test never touches the site's real keys.
+
+    ``EVENTS["PREFIX"]`` becomes ``<PREFIX>-test-<8 hex digits>`` (through
+    ``override_settings``) for everything in this process (publishes, the
+    hub, streams); on leaving, the keys under it are deleted. Inside another
+    ``own_prefix()`` (e.g. ``capture_events(publish=True)`` within
+    ``open_stream()``) the outer prefix is kept, so both see the same events.
+
+    Example::
+
+        from events import publish
+        from events.testing import own_prefix
+
+        def test_publishing_reaches_redis():
+            with own_prefix() as prefix:
+                publish("board")  # stored under ``prefix``, deleted on leaving
+    """
+    if _test_prefixes:
+        yield _test_prefixes[-1]
+        return
+    prefix = f"{conf.PREFIX}-test-{uuid.uuid4().hex[:8]}"
+    override = override_settings(EVENTS={**getattr(settings, "EVENTS", {}), "PREFIX": prefix})
+    override.enable()
+    _test_prefixes.append(prefix)
+    try:
+        yield prefix
+    finally:
+        _test_prefixes.pop()
+        try:
+            _delete_keys(prefix)
+        finally:
+            override.disable()
+
+
+def _delete_keys(prefix: str) -> None:
+    """Delete the keys under ``prefix`` (best effort: Redis may be down in the test)."""
+    import redis
+
+    from .backends.cluster.connection import get_sync_cluster, is_cluster_url
+    from .backends.connection import get_sync_client
+
+    client: Any = get_sync_cluster() if is_cluster_url(conf.REDIS_URL) else get_sync_client()
+    try:
+        for key in client.scan_iter(match=f"*{prefix}*"):
+            client.delete(key)
+    except redis.RedisError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -88,7 +147,8 @@ class capture_events:  # lower case: used like a function, `with capture_events(
     ``with`` or ``async with``. By default nothing reaches Redis: each publish is
     validated as usual (a bad topic or payload still raises), recorded, and
     given a made-up id. ``publish=True`` also publishes to Redis (then the
-    recorded ids are the real ones). ``publish_on_commit`` behaves as in
+    recorded ids are the real ones), under a key prefix of its own
+    (:func:`own_prefix`). ``publish_on_commit`` behaves as in
     production: inside Django's ``TestCase`` nothing is recorded until the
     transaction commits, so use ``captureOnCommitCallbacks(execute=True)``.
     Publishes from other threads are recorded too.
@@ -108,12 +168,15 @@ class capture_events:  # lower case: used like a function, `with capture_events(
         self.publishes = publish
         self.events = CapturedEvents()
         self._lock = threading.Lock()
+        self._prefix = own_prefix() if publish else None
 
     def record(self, topic: str, event: str, payload: str, event_id: str) -> None:
         with self._lock:
             self.events.append(PublishedEvent(topic, event, json.loads(payload), event_id))
 
     def __enter__(self) -> CapturedEvents:
+        if self._prefix is not None:
+            self._prefix.__enter__()
         publishing.recorders.append(self)
         return self.events
 
@@ -121,6 +184,8 @@ class capture_events:  # lower case: used like a function, `with capture_events(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         publishing.recorders.remove(self)
+        if self._prefix is not None:
+            self._prefix.__exit__(exc_type, exc, traceback)
 
     async def __aenter__(self) -> CapturedEvents:
         return self.__enter__()
@@ -211,6 +276,9 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
     ``AsyncClient`` (e.g. logged in with ``aforce_login``) for topics the
     authorization hook only grants to some users; ``token``: a subscribe token.
     When the stream started this event loop's hub, leaving stops it again.
+    While open, the process uses a key prefix of its own (:func:`own_prefix`):
+    what the test publishes meanwhile reaches the stream, and the site's
+    real keys are never touched.
 
     Example::
 
@@ -242,6 +310,7 @@ class open_stream:  # lower case: used like a function, `async with open_stream(
         from .asgi import shutdown
         from .backends.active import acurrent_id, get_hub
 
+        self._stack.enter_context(own_prefix())
         if not get_hub().started:
             self._stack.push_async_callback(shutdown)  # the hub is ours: stop it when leaving
         params: dict[str, Any] = {"topic": self.topics}

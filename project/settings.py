@@ -45,8 +45,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    # Before staticfiles, so that `manage.py runserver` is the events app's (ASGI, streams).
     "events",
+    "django.contrib.staticfiles",
     "project.demo",
 ]
 

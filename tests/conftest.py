@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+import pytest_asyncio
 import redis
 from django.test import override_settings
 
@@ -74,7 +75,7 @@ def _events_settings(redis_url: str, events_prefix: str) -> Iterator[None]:
     client.close()
 
 
-@pytest.fixture(autouse=True)
+@pytest_asyncio.fixture(autouse=True)  # not @pytest.fixture: also under asyncio_mode = "strict"
 async def _close_loop_resources() -> AsyncIterator[None]:
     """Stop the hub and close the Redis clients bound to this test's event loop."""
     yield

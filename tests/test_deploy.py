@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 from events.conf import Settings, declarations
-from tests.browser.nginx import PREFIX, SITE_CONF, find_nginx
+from tests.browser.nginx import PREFIX, SITE_CONF, find_nginx, start_nginx
 from tests.browser.site import UNIT, unit_exec_start, unit_uvicorn_args
-from tests.servers import ROOT
+from tests.servers import ROOT, UvicornServer
 
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
 CLIENT_JS = ROOT / "events" / "static" / "events" / "client.js"
@@ -114,3 +114,91 @@ def test_the_site_fits_in_debians_nginx_conf(tmp_path: Path) -> None:
     command = [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+MAIN_CONTEXT = ROOT / "deploy" / "nginx" / "nginx-main.conf"
+
+
+def location_block(path: str) -> str:
+    return SITE_CONF.read_text().split(f"location {PREFIX}/{path} {{", 1)[1].split("}", 1)[0]
+
+
+def test_nginx_limits_what_a_client_may_send_and_open() -> None:
+    # Request line and headers, their timing (slowloris), bodies.
+    assert nginx_values("large_client_header_buffers") == ["4 8k"]
+    assert seconds(nginx_values("client_header_timeout")[0]) <= 15
+    assert seconds(nginx_values("client_body_timeout")[0]) <= 15
+    text = SITE_CONF.read_text()
+    assert "limit_conn_zone $binary_remote_addr zone=events_conn:10m;" in text
+    assert re.search(r"limit_req_zone \$binary_remote_addr zone=events_req:10m rate=\d+r/s;", text)
+    for path in ("events/stream/", "events/poll/"):
+        block = location_block(path)
+        for line in (
+            "client_max_body_size 1k;",
+            "limit_conn events_conn 50;",
+            "limit_req zone=events_req burst=40 nodelay;",
+            # Over a limit the connection is dropped, which EventSource retries (a 503 it would not).
+            "limit_conn_status 444;",
+            "limit_req_status 444;",
+        ):
+            assert line in block, (path, line)
+
+
+def main_context_values() -> dict[str, int]:
+    text = MAIN_CONTEXT.read_text()
+    found = dict(re.findall(r"^\s*(worker_rlimit_nofile|worker_connections)\s+(\d+);", text, re.MULTILINE))
+    return {name: int(value) for name, value in found.items()}
+
+
+def test_nginx_has_connections_for_the_streams() -> None:
+    values = main_context_values()
+    # Each stream holds two nginx connections: thousands of streams per nginx worker, not Debian's ~380.
+    assert values["worker_connections"] // 2 >= 8000
+    assert values["worker_rlimit_nofile"] >= values["worker_connections"]
+    # The app server may hold as many streams as it has descriptors for.
+    limit = int(re.search(r"^LimitNOFILE=(\d+)", UNIT.read_text(), re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert limit >= values["worker_connections"] // 2
+
+
+def test_the_main_context_settings_fit_in_debians_nginx_conf(tmp_path: Path) -> None:
+    """Debian's nginx.conf with deploy/nginx/nginx-main.conf's values in it, and the site: `nginx -t` passes."""
+    conf = Path("/etc/nginx/nginx.conf").read_text()
+    conf, replaced = re.subn(r"^events\s*\{[^}]*\}", "", conf, count=1, flags=re.MULTILINE)
+    assert replaced == 1, "Debian's nginx.conf has no events block to replace"
+    conf = MAIN_CONTEXT.read_text() + "\n" + conf
+    conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {SITE_CONF};")
+    conf = re.sub(r"^pid .*;$", f"pid {tmp_path}/nginx.pid;", conf, flags=re.MULTILINE)
+    (tmp_path / "nginx.conf").write_text(conf)
+    command = [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+async def test_the_shipped_nginx_refuses_bodies_and_huge_headers_on_the_event_endpoints(
+    server: UvicornServer, tmp_path: Path, topic: str
+) -> None:
+    """Real nginx from the shipped site file, in front of a real uvicorn."""
+    import asyncio
+
+    proxy = start_nginx(upstream_port=server.port, static_root=tmp_path, read_timeout=2)
+    try:
+        port = int(proxy.origin.rsplit(":", 1)[1])
+
+        async def answer(head: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(head.replace("\n", "\r\n").encode() + b"\r\n")
+                await writer.drain()
+                return await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+
+        path = f"{PREFIX}/events/stream/?topic={topic}"
+        body = await answer(f"GET {path} HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 2147483648\n")
+        assert body.startswith(b"HTTP/1.1 413 "), body[:200]
+        huge = await answer(f"GET {path} HTTP/1.1\nHost: 127.0.0.1\nX-Long: {'a' * 20000}\n")
+        assert huge.startswith(b"HTTP/1.1 400 "), huge[:200]
+        endless = await answer(f"GET {path}&x={'a' * 20000} HTTP/1.1\nHost: 127.0.0.1\n")
+        assert endless.startswith(b"HTTP/1.1 414 "), endless[:200]
+    finally:
+        proxy.stop()

@@ -221,6 +221,7 @@ for _block in code_blocks(DOCS / "howto" / "testing.md", "python"):
     exec(compile(_block, str(DOCS / "howto" / "testing.md"), "exec"), _HOWTO_TESTING)
 DocsHowtoChangeTrackerTests = _HOWTO_TESTING["ChangeTrackerTests"]
 test_docs_howto_the_board_hears_about_it = _HOWTO_TESTING["test_the_board_hears_about_it"]
+test_docs_howto_pytest_django_example = _HOWTO_TESTING["test_a_change_invalidates_the_board"]
 
 
 # The tutorial, applied to a fresh `startproject` as a reader would.

@@ -9,11 +9,15 @@ opens the real stream (real Redis) and awaits the event.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import transaction
-from django.test import TestCase, override_settings
+from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 
 from events import apublish, publish, publish_on_commit
@@ -69,6 +73,21 @@ class ChangeTrackerTests(TestCase):
         assert published[0].id == first
 
 
+# pytest-django's fixtures, as the README shows them.
+@pytest.mark.django_db
+@override_settings(EVENTS=NO_REDIS)
+def test_a_change_invalidates_the_board_with_pytest_django(
+    client: Client, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    Tracker.objects.create(slug="spiders", name="Spiders", value=3)
+    with capture_events() as published:
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post("/trackers/spiders/", {"delta": "1"})
+    assert published.topics == ["board"]
+
+
+# Marked as the README shows, so they also run without asyncio_mode = "auto" (see the last test).
+@pytest.mark.asyncio
 async def test_capture_in_async_code() -> None:
     with override_settings(EVENTS=NO_REDIS):
         async with capture_events() as published:
@@ -76,6 +95,7 @@ async def test_capture_in_async_code() -> None:
     assert [(event.topic, event.data) for event in published] == [("board", {"n": 1})]
 
 
+@pytest.mark.asyncio
 async def test_the_stream_delivers_what_is_published(topic: str) -> None:
     async with open_stream([topic]) as stream:
         event_id = await apublish(topic, {"n": 1})
@@ -83,6 +103,7 @@ async def test_the_stream_delivers_what_is_published(topic: str) -> None:
     assert (event.id, event.topic, event.event, event.data) == (event_id, topic, "invalidate", {"n": 1})
 
 
+@pytest.mark.asyncio
 async def test_next_event_times_out_when_nothing_comes(topic: str) -> None:
     async with open_stream([topic]) as stream:
         with pytest.raises(TimeoutError):
@@ -92,9 +113,45 @@ async def test_next_event_times_out_when_nothing_comes(topic: str) -> None:
         assert (await stream.next_event(timeout=5)).topic == topic
 
 
+@pytest.mark.asyncio
 async def test_capture_with_publish_records_the_real_ids(topic: str) -> None:
     async with open_stream([topic]) as stream:
         async with capture_events(publish=True) as published:
             await apublish(topic, {"n": 2})
         event = await stream.next_event(timeout=5)
     assert [e.id for e in published] == [event.id]
+
+
+@pytest.mark.asyncio
+async def test_the_sites_own_keys_are_never_touched(topic: str, redis_client: Any) -> None:
+    from events.backends.connection import history_key
+    from events.conf import conf
+
+    site_prefix = conf.PREFIX
+    site_history = redis_client.xlen(history_key())
+    async with open_stream([topic]) as stream:
+        test_prefix = conf.PREFIX
+        assert test_prefix.startswith(f"{site_prefix}-test-")
+        async with capture_events(publish=True):
+            await apublish(topic)
+        await stream.next_event(timeout=5)
+        assert test_prefix == conf.PREFIX  # nested helpers share it
+        assert redis_client.exists(history_key()) == 1
+    assert site_prefix == conf.PREFIX
+    assert redis_client.xlen(history_key()) == site_history
+    assert list(redis_client.scan_iter(match=f"*{test_prefix}*")) == []
+
+
+def test_these_examples_run_without_asyncio_mode_auto_and_without_warnings() -> None:
+    """This module, run as a project would run it: strict asyncio mode, warnings shown."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=strict",
+            "-o", "log_cli=true", "--log-cli-level=WARNING", "-k", "not without_asyncio_mode_auto",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "served without" not in output, output
+    assert " passed" in output and "skipped" not in output, output

@@ -5,7 +5,8 @@ fresh virtualenv holding an existing Django site (`django-admin
 startproject`), install the wheel there, apply the README's numbered steps
 (its code blocks, verbatim; tests/test_docs.py keeps them equal to
 docs/installation.md's), then `manage.py check`, `findstatic`, serve with
-uvicorn and receive a `publish_event` over SSE and over the long-poll. Nothing
+uvicorn and receive a `publish_event` over SSE and over the long-poll, then
+`manage.py runserver` alone: a stream's first bytes, `client.js`. Nothing
 from this repository is importable in that virtualenv but what the wheel
 installed.
 """
@@ -28,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from .runserver import ctrl_c_ends_streams_cleanly, start_runserver
 from .servers import ROOT, free_port, start_uvicorn
 from .sse import open_stream
 
@@ -105,6 +107,7 @@ def test_the_wheel_holds_the_events_package_and_nothing_else(wheel: Path) -> Non
         "events/py.typed",
         "events/static/events/client.js",
         "events/management/commands/publish_event.py",
+        "events/management/commands/runserver.py",
         "events/urls.py",
     ):
         assert needed in names
@@ -173,11 +176,27 @@ async def test_a_new_site_follows_the_readme_and_receives_events(wheel: Path, wo
             "--lifespan", "on", "--loop", "uvloop", "--http", "httptools", "--timeout-graceful-shutdown", "5",
         ]  # fmt: skip
         await check_served_site(site, env, command, manage)
+        await check_runserver(site, env, python, topic=f"dev-{uuid.uuid4().hex[:8]}")
     finally:
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
         client.close()
+
+
+async def check_runserver(site: Path, env: dict[str, str], python: Path, topic: str) -> None:
+    """`manage.py runserver` on the fresh site (DEBUG=True, as startproject makes it): streams and client.js."""
+    with start_runserver(env, cwd=site, python=str(python), inherit=False) as server:
+        async with httpx.AsyncClient(timeout=10) as client:
+            script = await client.get(f"{server.url}/static/events/client.js")
+        assert script.status_code == 200, script.text
+        async with open_stream(f"{server.url}/events/stream/?topic={topic}") as stream:
+            first = await stream.next_frame(timeout=10)
+            assert first is not None and first.get("retry") is not None
+        await ctrl_c_ends_streams_cleanly(server, topic)
+        log = server.log()
+    assert server.process.returncode == 0, log
+    assert "Traceback" not in log, log
 
 
 async def check_served_site(site: Path, env: dict[str, str], command: list[str], manage: list[str]) -> None:

@@ -178,3 +178,47 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
+
+
+# uvicorn: only its own send gives a transport (item 4) ---------------------
+
+
+def test_a_send_that_is_not_uvicorns_gives_no_transport() -> None:
+    class Cycle:  # has a transport, but is not uvicorn's RequestResponseCycle
+        transport = object()
+
+        async def send(self, message: MutableMapping[str, Any]) -> None:
+            pass
+
+    async def wrapped_send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    assert uvicorn_transport(Cycle().send) is None
+    assert uvicorn_transport(wrapped_send) is None
+
+
+# hypercorn: the shutdown event of a worker process (item 5) ---------------
+
+
+def test_hypercorn_still_passes_its_workers_the_shutdown_event_as_a_keyword() -> None:
+    import multiprocessing
+
+    from hypercorn import run as hypercorn_run
+
+    source = inspect.getsource(hypercorn_run._populate)
+    assert '"shutdown_event": shutdown_event' in source, (
+        "hypercorn no longer passes shutdown_event to its workers: update events.internals.hypercorn_shutdown_event"
+    )
+
+    def target() -> None:
+        pass
+
+    process = multiprocessing.get_context("spawn").Process(target=target, kwargs={"shutdown_event": 1})
+    assert getattr(process, "_target", None) is target, "multiprocessing.Process no longer keeps _target"
+    assert getattr(process, "_kwargs", None) == {"shutdown_event": 1}, "multiprocessing.Process no longer keeps _kwargs"
+
+
+def test_outside_a_hypercorn_worker_there_is_no_shutdown_event() -> None:
+    from events.internals import hypercorn_shutdown_event
+
+    assert hypercorn_shutdown_event() is None

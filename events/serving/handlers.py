@@ -24,12 +24,23 @@ The match is reused for the view unless a middleware of the lean chain sets
 endpoints only through a per-request urlconf set by ``settings.MIDDLEWARE``
 gets Django's ordinary handling for them (correct, a thread per stream).
 
+Request bodies: the event endpoints take none, so a request that announces
+one (``Content-Length`` above 0, or ``Transfer-Encoding``) is answered with a
+JSON ``400`` before a byte of it is read; Django's ``read_body`` would spool
+any size to disk first.
+
+Under uvicorn's own ``send`` (no ASGI middleware wrapping it), a stream's
+connection can be aborted and the hub may write to it directly
+(``transport.py``); otherwise the request takes the plain path, so a
+wrapping middleware's ``send`` only ever runs in its own request's task.
+
 The Django handler methods used here are listed, with why, in ``internals.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache, partial
@@ -108,6 +119,11 @@ class EventsASGIHandler(ASGIHandler):
 
     async def serve_lean(self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch) -> None:
         """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own."""
+        if has_body(scope):
+            # Refused before a byte of it is read: Django's read_body would
+            # spool any size to disk first (a GET with Content-Length: 2 GiB).
+            await send_refusal(send)
+            return
         body_file: Any
         try:
             body_file = await self.read_body(receive)
@@ -138,10 +154,13 @@ class EventsASGIHandler(ASGIHandler):
                 assert response is not None
                 # The event endpoints answer errors in JSON, whoever made the error.
                 response = as_json(response)
-                if isinstance(response, EventStreamResponse):
-                    # After the write timeout, its connection is aborted (transport.py).
-                    response.subscriber.abort = transport.aborter(send)
-                if isinstance(response, EventStreamResponse) and response.can_send_directly:
+                # Only under uvicorn's own send (no ASGI middleware wrapping it):
+                # after the write timeout its connection is aborted, and the hub
+                # may write frames from its own task (transport.py).
+                abort = transport.aborter(send) if isinstance(response, EventStreamResponse) else None
+                if isinstance(response, EventStreamResponse) and abort is not None:
+                    response.subscriber.abort = abort
+                if isinstance(response, EventStreamResponse) and abort is not None and response.can_send_directly:
                     # Nor is the response: closing it would only send
                     # request_finished (below), its one closer (request.close) ran.
                     stream, response = response.direct(), None
@@ -162,6 +181,37 @@ class EventsASGIHandler(ASGIHandler):
             await trips.call(partial(signals.request_finished.send, sender=self.__class__))
         else:
             await trips.call(response.close)  # sends request_finished
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body: ``Content-Length`` other than 0, or ``Transfer-Encoding``."""
+    for name, value in scope.get("headers", ()):
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return True
+        if lowered == b"content-length" and value.strip() not in (b"0", b""):
+            return True
+    return False
+
+
+REFUSAL = json.dumps({"error": "The event endpoints take no request body.", "code": "body_not_allowed"}).encode()
+
+
+async def send_refusal(send: Send) -> None:
+    """A JSON 400, with ``Connection: close`` (the unread body must not be taken for the next request)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(REFUSAL)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": REFUSAL, "more_body": False})
 
 
 class DisconnectWatcher:
@@ -270,6 +320,10 @@ def build_chain(paths: list[str]) -> GetResponse:
     return chain
 
 
+# The server name (Client) or Host header (AsyncClient) of Django's test clients' requests.
+TEST_SERVER_NAME = "testserver"
+
+
 class _StockHandlerWarning:
     """Warns once per process that an event endpoint is served without ``events_asgi_app()``.
 
@@ -283,6 +337,10 @@ class _StockHandlerWarning:
 
     def check(self, request: HttpRequest) -> None:
         if self.warned or getattr(request, "scope", {}).get(SERVED_KEY):
+            return
+        if TEST_SERVER_NAME in (request.META.get("SERVER_NAME"), request.META.get("HTTP_HOST")):
+            # Django's test clients (Client, AsyncClient) are not a server:
+            # nothing is missing there, so no warning in every test run.
             return
         self.warned = True
         logger.warning(

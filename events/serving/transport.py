@@ -13,8 +13,9 @@ it, so the transport is found through uvicorn's internals:
 :func:`events.internals.uvicorn_transport` (two accesses, explained there).
 ``tests/test_internals.py`` and ``tests/test_hostile.py`` fail loudly if a
 uvicorn release changes either. Under another server, or when a middleware
-wraps ``send``, :func:`aborter` returns None and a stuck stream is only
-cancelled (its slot is freed; its socket lingers until the client goes).
+wraps ``send``, :func:`aborter` returns None: the request takes the plain
+path (no direct writes either), and a stuck stream is only cancelled (its
+slot is freed; its socket lingers until the client goes).
 
 The events handler (``handlers.py``), which holds the request's ``send``,
 gives each stream its aborter.
@@ -23,7 +24,6 @@ gives each stream its aborter.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -32,25 +32,19 @@ from typing import Any
 
 from ..internals import uvicorn_transport
 
-logger = logging.getLogger(__name__)
-
 # SO_LINGER on, zero seconds: close() discards unsent data and sends a RST.
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-# Whether the "cannot abort" warning was logged (once per process).
-_warned: list[bool] = []
 
 
 def aborter(send: object) -> Callable[[], None] | None:
-    """A function that aborts the connection under the server's ASGI ``send``, or None if it cannot."""
+    """A function that aborts the connection under the server's ASGI ``send``, or None if it cannot.
+
+    None is normal, not a fault: under another server (granian, hypercorn,
+    daphne), or when an ASGI middleware wraps ``send``, the request takes the
+    plain path (no direct writes, no abort; see ``handlers.py``).
+    """
     transport: Any = uvicorn_transport(send)
     if not callable(getattr(transport, "abort", None)) or not callable(getattr(transport, "get_extra_info", None)):
-        if not _warned:
-            _warned.append(True)
-            logger.warning(
-                "events: cannot find the connection under %r; streams whose client stopped reading "
-                "will be cancelled but their sockets not aborted (see events/transport.py)",
-                send,
-            )
         return None
     return partial(abort, transport)
 

@@ -247,3 +247,29 @@ def test_a_refused_topic_fails_only_the_subscription_that_brought_it(
     for page in (first, second):
         expect(tracker(page).locator(".value")).to_have_text(str(before + 1))
     wait_for(lambda: open_streams(nginx) == 1, 15, "one stream again")
+
+
+def test_a_lone_tab_never_says_it_shares(new_context: Callable[..., BrowserContext], nginx: Nginx) -> None:
+    """The note appears only when another tab really holds the stream, never while this one waits for the lock."""
+    context = new_context()
+    page = context.new_page()
+    # Every text the note ever shows, recorded from the start.
+    page.add_init_script(
+        """
+        window.sharingTexts = [];
+        document.addEventListener("DOMContentLoaded", () => {
+          const note = document.getElementById("sharing");
+          window.sharingTexts.push(note.textContent);
+          new MutationObserver(() => window.sharingTexts.push(note.textContent)).observe(
+            note, { childList: true, characterData: true, subtree: true });
+        });
+        """
+    )
+    page.goto(nginx.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    assert page.evaluate("window.demo.subscription.leader") is True
+    assert "shared with another tab" not in page.evaluate("window.sharingTexts")
+    # A second tab of the same browser does share, and says so.
+    second = context.new_page()
+    second.goto(nginx.url)
+    expect(second.locator("#sharing")).to_have_text("shared with another tab")

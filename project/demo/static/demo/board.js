@@ -145,7 +145,11 @@
     badge.textContent = LABELS[state] || state;
     byId("transport").textContent = subscription && subscription.transport === "poll" ? "long-poll" : "SSE";
     // All tabs of this browser share one connection: one of them holds it.
-    byId("sharing").textContent = subscription && !subscription.leader ? "shared with another tab" : "";
+    // Not the leader says nothing by itself (this tab may still be waiting
+    // for the lock, alone): another tab holds the stream only once this one
+    // heard a state from it, i.e. left "connecting" without leading.
+    byId("sharing").textContent =
+      subscription && !subscription.leader && subscription.state !== "connecting" ? "shared with another tab" : "";
     document.body.dataset.connects = String(status.connects);
   }
 
