@@ -19,13 +19,13 @@ import json
 import time
 from typing import Any, Protocol
 
-import redis
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 from . import metrics
 from .backends.active import get_backend
 from .backends.connection import describe_error, masked_redis_url
+from .backends.errors import REDIS_ERRORS
 from .conf import conf
 from .exceptions import PublishError
 from .http.topics import validate_event_name, validate_topic
@@ -82,7 +82,7 @@ def _record(active: list[Recorder], topic: str, event: str, payload: str, event_
     return event_id
 
 
-def _failed(topic: str, exc: redis.RedisError) -> PublishError:
+def _failed(topic: str, exc: BaseException) -> PublishError:
     return PublishError(
         f"Could not publish to topic {topic!r}: Redis at {masked_redis_url()} failed ({describe_error(exc)})."
     )
@@ -100,7 +100,7 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
         return captured
     try:
         event_id = get_backend().publish(topic, event, payload)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)
@@ -114,7 +114,7 @@ async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> 
         return captured
     try:
         event_id = await get_backend().apublish(topic, event, payload)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)

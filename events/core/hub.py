@@ -7,9 +7,9 @@ hub subscribes to a topic's channel while at least one local client wants it
 local client of the topic. One ticker task per process sends heartbeats,
 enforces the write timeout and the stream age. The Redis side (connection,
 subscriptions, reconnects, filling gaps from the history, dropping
-duplicates) is the backend's (``pubsub.py``, or ``cluster/pubsub.py``),
-made by the ``connect`` the hub is given. Both see the hub only as its
-``pubsub.HubSide`` (``wanted_topics``, ``fan_out``, ``reset_all``,
+duplicates) is the backends' shared reader (``backends/reader.py``, once per
+primary on a cluster), made by the ``connect`` the hub is given. It sees the
+hub only as its ``reader.HubSide`` (``wanted_topics``, ``fan_out``,
 ``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
@@ -23,9 +23,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 
-import redis
-
 from .. import metrics
+from ..backends.errors import REDIS_ERRORS
 from ..backends.reader import HubConnection
 from ..conf import conf
 from ..exceptions import HubUnavailable
@@ -39,6 +38,8 @@ logger = logging.getLogger("events.hub")
 # confirmed before it is told to retry later.
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
+# What makes ``attach`` refuse a client (it should retry later).
+_REFUSED: tuple[type[Exception], ...] = (HubUnavailable, *REDIS_ERRORS)
 
 
 class Hub:
@@ -126,7 +127,7 @@ class Hub:
             waiters = await self.pubsub.subscribe(client.topics)
             if waiters:
                 await wait_shared(waiters, SUBSCRIBE_WAIT)
-        except (TimeoutError, HubUnavailable, redis.RedisError, OSError) as exc:
+        except _REFUSED as exc:
             self.detach(client)
             _count_rejected(client, "redis")
             raise HubUnavailable(f"Redis did not confirm the subscription ({type(exc).__name__})") from None
@@ -157,7 +158,7 @@ class Hub:
         if unwanted and self.pubsub is not None:
             self.pubsub.release(unwanted)
 
-    # Fan-out (what pubsub.HubSide asks of the hub) ---------------------
+    # Fan-out (what reader.HubSide asks of the hub) ---------------------
 
     def wanted_topics(self) -> Collection[str]:
         """The topics at least one local client wants (a live view)."""
@@ -171,11 +172,6 @@ class Hub:
             for client in clients:
                 client.push(message)
             metrics.EVENTS_DELIVERED.inc(len(clients))
-
-    def reset_all(self, message: Message) -> None:
-        """Send ``message`` (a reset) to every client: events may have been lost."""
-        for client in [*self.streams, *self.polls]:
-            client.push(message)
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""
