@@ -29,7 +29,7 @@ import redis.asyncio
 
 from ..core.ids import MAX_ID, ZERO_ID, parse_id
 from ..core.messages import Message, skip_malformed
-from .connection import get_sync_client, history_key
+from .connection import history_key
 from .scripts import LuaScript
 
 # Entries read per script run (all topics; the wanted ones are returned).
@@ -92,7 +92,7 @@ return {last, first, trimmed, known, position, more, found}
 )
 READ = LuaScript(READ_SCRIPT)
 # The script's arguments that ask for the newest id only.
-_NOW = ("$", 0)
+NOW = ("$", 0)
 
 
 @dataclass
@@ -169,13 +169,4 @@ async def read_after(
 
 async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    return decode((await READ.arun(client, [history_key()], _NOW))[0])
-
-
-def current_id() -> str:
-    """The id of the newest event on any topic (``0-0`` before the first).
-
-    Render it into a page and have the client resume from it: then nothing
-    published between rendering and subscribing is missed.
-    """
-    return decode(READ.run(get_sync_client(), [history_key()], _NOW)[0])
+    return decode((await READ.arun(client, [history_key()], NOW))[0])

@@ -120,7 +120,7 @@ class SingleNodeBackend:
         return _text(await _PUBLISH.arun(get_async_client(), [history_key()], _publish_args(topic, event, payload)))
 
     def current_id(self, topics: Iterable[str] | None) -> str:
-        return history.current_id()
+        return history.decode(history.READ.run(get_sync_client(), [history_key()], history.NOW)[0])
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
         # Asked for at the same moment (a burst of long-polls): one read (shared_reads.py).
