@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.utils.asyncio import async_unsafe
 
 from . import metrics
 from .backends.active import get_backend
@@ -88,11 +89,19 @@ def _failed(topic: str, exc: BaseException) -> PublishError:
     )
 
 
+# A blocking Redis round trip must not stall an event loop: from async code,
+# publish() raises Django's SynchronousOnlyOperation, as the ORM does.
+_SYNC_ONLY = "publish() blocks on Redis; from async code use `await apublish(...)`."
+
+
+@async_unsafe(_SYNC_ONLY)
 def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     """Publish ``event`` on ``topic`` with an optional JSON-serialisable payload; return its id.
 
     Raises ValueError/TypeError for bad arguments and PublishError when Redis
-    cannot be reached (within about a second, never hanging).
+    cannot be reached (within about a second, never hanging). Called from a
+    running event loop it raises Django's ``SynchronousOnlyOperation``: use
+    :func:`apublish` there.
     """
     payload = _prepare(topic, data, event)
     captured = _captured_only(topic, event, payload)
@@ -120,6 +129,7 @@ async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> 
     return _record(list(recorders), topic, event, payload, event_id)
 
 
+@async_unsafe(_SYNC_ONLY)
 def publish_on_commit(topic: str, data: Any = None, event: str = DEFAULT_EVENT, using: str | None = None) -> None:
     """Publish once the current transaction on ``using`` commits; never on rollback.
 

@@ -150,19 +150,19 @@ async def test_a_gap_longer_than_one_history_batch_is_delivered_once_and_in_orde
     count = 2 * BATCH + 200
     async with open_stream(stream_url(app, topic)) as stream:
         await opened(stream)
-        publish(topic, data="before")
+        await asyncio.to_thread(publish, topic, data="before")
         assert (await stream.next_event()).json["data"] == "before"
         # The worker frozen while its pub/sub connections die and the events are published.
         os.kill(app.server.pid, signal.SIGSTOP)
         try:
             app.kill_pubsub_connections()
             for n in range(count):
-                publish(topic, data=n)
+                await asyncio.to_thread(publish, topic, data=n)
         finally:
             os.kill(app.server.pid, signal.SIGCONT)
         got = [(await stream.next_event(timeout=DEADLINE)).json["data"] for _ in range(count)]
         assert got == list(range(count))
-        publish(topic, data="after")
+        await asyncio.to_thread(publish, topic, data="after")
         assert (await stream.next_event()).json["data"] == "after", "an event came twice"
 
 
@@ -170,11 +170,11 @@ async def test_a_forged_id_on_the_live_channel_is_skipped_and_later_events_arriv
     forged_id = MAX_ID.split("-")[0] + "-0"  # 18446744073709551615-0
     async with open_stream(stream_url(app, topic)) as stream:
         await opened(stream)
-        publish(topic, data="real-1")
+        await asyncio.to_thread(publish, topic, data="real-1")
         assert (await stream.next_event()).json["data"] == "real-1"
         app.publish_raw(topic, f'{forged_id}\ninvalidate\n"forged"'.encode())
         for n in range(3):
-            publish(topic, data=f"real-{n + 2}")
+            await asyncio.to_thread(publish, topic, data=f"real-{n + 2}")
             frame = await stream.next_event()
             assert frame.json["data"] == f"real-{n + 2}", frame
             assert forged_id not in (frame.id or "")

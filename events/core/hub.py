@@ -30,7 +30,7 @@ from ..conf import conf
 from ..exceptions import HubUnavailable
 from .messages import Message
 from .subscriber import Subscriber
-from .tasks import wait_shared
+from .tasks import cancel_and_wait, wait_shared
 
 logger = logging.getLogger("events.hub")
 
@@ -85,10 +85,8 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            # Not ``await task``: a cancellation of the caller must propagate.
+            await cancel_and_wait(task)
         self._tasks = []
         if self.pubsub is not None:
             await self.pubsub.aclose()
@@ -118,6 +116,9 @@ class Hub:
             except TimeoutError:
                 _count_rejected(client, "redis")
                 raise HubUnavailable("Redis is unreachable") from None
+            if self.closing:
+                # Shutdown began while we waited: it closed the clients it knew, not this one.
+                raise HubUnavailable("the server is shutting down")
 
         (self.streams if client.is_stream else self.polls).add(client)
         (metrics.STREAMS_OPEN if client.is_stream else metrics.POLLS_WAITING).inc()

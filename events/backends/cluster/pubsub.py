@@ -304,10 +304,9 @@ class ShardedPubSub:
         candidates = list(dict.fromkeys([*self._known, *self._seeds]))
         last_error: BaseException | None = None
         for address in candidates:
-            client = node_client(*address)
+            client = node_client(*address, timeout=2.0)
             try:
-                async with asyncio.timeout(2.0):
-                    ranges = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+                ranges = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
             except REDIS_ERRORS as exc:
                 last_error = exc
                 continue
