@@ -1,8 +1,9 @@
 """One behavioural suite for both backends: every guarantee holds on a single Redis and on a Redis Cluster.
 
-Each test runs twice, against a redis-server and against a 3x2 Redis Cluster
-of this module's own (they are stopped, their connections killed), each
-with a uvicorn worker of its own. The order matters only for the last test,
+Each test runs against a redis-server, a Sentinel-watched pair (a primary,
+a replica, three sentinels) and a 3x2 Redis Cluster, all of this module's
+own (they are stopped, their connections killed), each with a uvicorn worker
+of its own. The order matters only for the last test,
 which stops every node and starts them again.
 """
 
@@ -34,6 +35,7 @@ from events.backends.history import BATCH
 from events.core.ids import MAX_ID
 
 from .conftest import SERVER_ENV
+from .redis_ha import SentinelSetup, start_sentinel_setup
 from .servers import (
     RedisClusterServers,
     RedisServer,
@@ -61,10 +63,13 @@ class Backend:
     server: UvicornServer
     single: RedisServer | None = None
     cluster: RedisClusterServers | None = None
+    sentinel: SentinelSetup | None = None
 
     def clients(self) -> list[redis.Redis]:
         if self.single is not None:
             return [self.single.client()]
+        if self.sentinel is not None:
+            return [self.sentinel.primary.client(), self.sentinel.replica.client()]
         assert self.cluster is not None
         return [node.client() for node in self.cluster.nodes]
 
@@ -79,6 +84,10 @@ class Backend:
         prefix = self.server.env["EVENTS_PREFIX"]
         if self.single is not None:
             with self.single.client() as client:
+                client.publish(channel_name(topic, prefix), body)
+            return
+        if self.sentinel is not None:
+            with self.sentinel.primary.client() as client:
                 client.publish(channel_name(topic, prefix), body)
             return
         assert self.cluster is not None
@@ -104,6 +113,8 @@ class Backend:
         wait_for(lambda: _answers(cluster) and cluster.all_ok(), 60, "the cluster to be back", interval=0.2)
 
     def close(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.stop()
         if self.single is not None:
             self.single.stop()
         if self.cluster is not None:
@@ -120,17 +131,18 @@ def _answers(cluster: RedisClusterServers) -> bool:
     return True
 
 
-@pytest.fixture(scope="module", params=["single", "cluster"])
+@pytest.fixture(scope="module", params=["single", "sentinel", "cluster"])
 def backend(request: pytest.FixtureRequest, events_prefix: str) -> Iterator[Backend]:
     single = start_redis_server(free_port()) if request.param == "single" else None
+    sentinel = start_sentinel_setup() if request.param == "sentinel" else None
     cluster = start_redis_cluster() if request.param == "cluster" else None
-    url = single.url if single is not None else cluster.url if cluster is not None else ""
+    url = next(setup.url for setup in (single, sentinel, cluster) if setup is not None)
     try:
         env = {"REDIS_URL": url, "EVENTS_PREFIX": events_prefix, "EVENTS_METRICS": "1", **SERVER_ENV}
         with start_uvicorn(env) as server:
-            yield Backend(request.param, url, server, single, cluster)
+            yield Backend(request.param, url, server, single, cluster, sentinel)
     finally:
-        Backend(request.param, url, None, single, cluster).close()  # type: ignore[arg-type]
+        Backend(request.param, url, None, single, cluster, sentinel).close()  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -266,6 +278,8 @@ def _health(srv: UvicornServer) -> httpx.Response:
 
 
 async def test_every_node_down_then_back(app: Backend, topic: str) -> None:
+    if app.kind == "sentinel":
+        pytest.skip("the single-node reader on a primary found through Sentinel: test_redis_sentinel.py")
     srv = app.server
     async with open_stream(stream_url(app, topic)) as stream:
         await opened(stream)

@@ -233,6 +233,15 @@ class Reader:
                 await self.dialect.subscribe(pubsub, missing)
             return self._pending_confirmations(topics)
 
+    async def subscribe_wanted(self) -> bool:
+        """Subscribe every wanted topic not subscribed yet; False when not connected (connecting does it)."""
+        if not self._connected.is_set():
+            return False
+        missing = frozenset(self.wanted_topics()).difference(self._subscribed)
+        if missing:
+            await self.subscribe(missing)
+        return True
+
     def forget(self, topics: list[str], reason: str) -> None:
         """Stop carrying ``topics`` (their slot moved to another reader); their waiters fail."""
         self._subscribed.difference_update(topics)

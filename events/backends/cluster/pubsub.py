@@ -340,7 +340,6 @@ class ShardedPubSub:
             if self._owner(number) != group.reader.address:
                 self.group_lost(number, "its slot moved" if group.reader.connected else "its node failed")
         healthy = True
-        joining: dict[NodeReader, list[str]] = {}
         for topic in list(self.hub.wanted_topics()):
             number = group_of(topic)
             known = self._groups.get(number)
@@ -353,19 +352,19 @@ class ShardedPubSub:
                 continue
             group.topics.add(topic)
             group.reader.topics.add(topic)
-            joining.setdefault(group.reader, []).append(topic)
-        for reader, topics in joining.items():
-            if reader.connected:  # else it subscribes them on connecting
-                try:
-                    await reader.subscribe(frozenset(topics))
-                except _FAILED:
-                    healthy = False
+        for reader in list(self._readers.values()):
+            # Also topics assigned while the reader was connecting (it subscribed those it knew then).
+            try:
+                if reader.topics and not await reader.subscribe_wanted():
+                    healthy = False  # it subscribes them all on connecting
+            except _FAILED:
+                healthy = False
         primaries = {address for address in self._slots if address is not None}
         for address, reader in list(self._readers.items()):
             if address not in primaries and not reader.topics:
                 del self._readers[address]
                 await reader.aclose()
-        return healthy and all(reader.connected for reader in self._readers.values() if reader.topics)
+        return healthy
 
     def _update_metrics(self) -> None:
         metrics.HUB_CONNECTED.set(1 if self.connected else 0)
