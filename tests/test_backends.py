@@ -95,7 +95,10 @@ class Backend:
             client.execute_command("SPUBLISH", shard_channel_name(topic, prefix), body)
 
     def stop_all(self) -> None:
-        if self.single is not None:
+        if self.sentinel is not None:
+            self.sentinel.replica.stop()
+            self.sentinel.primary.stop()
+        elif self.single is not None:
             self.single.stop()
         else:
             assert self.cluster is not None
@@ -103,6 +106,10 @@ class Backend:
                 node.stop()
 
     def start_all(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.primary.start()
+            self.sentinel.replica.start()
+            return
         if self.single is not None:
             self.single.start()
             return
@@ -278,8 +285,6 @@ def _health(srv: UvicornServer) -> httpx.Response:
 
 
 async def test_every_node_down_then_back(app: Backend, topic: str) -> None:
-    if app.kind == "sentinel":
-        pytest.skip("the single-node reader on a primary found through Sentinel: test_redis_sentinel.py")
     srv = app.server
     async with open_stream(stream_url(app, topic)) as stream:
         await opened(stream)
