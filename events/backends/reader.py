@@ -175,6 +175,8 @@ class Reader:
         self.watermarks: dict[StreamKey, Watermark] = {} if watermarks is None else watermarks
         # Topics with a SUBSCRIBE (and no UNSUBSCRIBE since) on this connection.
         self._subscribed: set[str] = set()
+        # How many of them each stream has (a stream with none is forgotten).
+        self._per_stream: Counter[StreamKey] = Counter()
         # UNSUBSCRIBEs sent per topic whose confirmation has not arrived yet.
         self._unsubscribing: Counter[str] = Counter()
         # Streams caught up on this connection (their live messages are exact).
@@ -244,7 +246,7 @@ class Reader:
 
     def forget(self, topics: list[str], reason: str) -> None:
         """Stop carrying ``topics`` (their slot moved to another reader); their waiters fail."""
-        self._subscribed.difference_update(topics)
+        self._remove_subscribed(topics)
         self._confirmations.fail(reason, topics)
         self._lose_live({self.dialect.stream_of(topic) for topic in topics})
         self._state_changed()
@@ -272,9 +274,24 @@ class Reader:
 
     def _expect_confirmations(self, topics: list[str]) -> None:
         for topic in topics:
-            self._subscribed.add(topic)
+            if topic not in self._subscribed:
+                self._subscribed.add(topic)
+                self._per_stream[self.dialect.stream_of(topic)] += 1
             self._confirmations.expect(topic)
         self._state_changed()
+
+    def _remove_subscribed(self, topics: Collection[str]) -> set[StreamKey]:
+        """Forget ``topics`` as subscribed; return the streams left without any."""
+        emptied: set[StreamKey] = set()
+        for topic in topics:
+            if topic in self._subscribed:
+                self._subscribed.discard(topic)
+                stream = self.dialect.stream_of(topic)
+                self._per_stream[stream] -= 1
+                if self._per_stream[stream] <= 0:
+                    del self._per_stream[stream]
+                    emptied.add(stream)
+        return emptied
 
     async def _flush_unsubscribes(self) -> None:
         while self._to_unsubscribe:
@@ -282,12 +299,10 @@ class Reader:
                 wanted = self.wanted_topics()
                 topics = [topic for topic in self._to_unsubscribe if topic not in wanted and topic in self._subscribed]
                 self._to_unsubscribe.clear()
-                self._subscribed.difference_update(topics)
                 # A group nobody wants any more is forgotten: if wanted again,
                 # it starts from its newest id then (its clients replay by
                 # themselves). The single node's one stream (None) stays.
-                kept = {self.dialect.stream_of(topic) for topic in self._subscribed}
-                for stream in {self.dialect.stream_of(topic) for topic in topics} - kept:
+                for stream in self._remove_subscribed(topics):
                     if stream is not None:
                         self._live.discard(stream)
                         self.watermarks.pop(stream, None)
@@ -556,6 +571,7 @@ class Reader:
             self._lose_live(list(self._live))
             self._confirmations.fail(f"{self.name} connection lost")
             self._subscribed.clear()
+            self._per_stream.clear()
             self._unsubscribing.clear()
             self._pings.clear()
             pubsub, self._pubsub = self._pubsub, None
