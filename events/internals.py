@@ -1,4 +1,4 @@
-"""Every reliance on behaviour that Django, uvicorn or asyncio do not document, in one place.
+"""Every reliance on behaviour that Django, uvicorn, redis-py or asyncio do not document, in one place.
 
 The rest of ``events/`` uses public API only. What is here is used because
 the public way costs a thread per open stream or a task wake-up per delivered
@@ -31,6 +31,30 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
    The event is the worker process's ``shutdown_event`` argument, read from
    ``multiprocessing``'s process object (its ``_target`` and ``_kwargs``).
    Outside a hypercorn worker it is None.
+6. **Django's ``convert_exception_to_response``**
+   (``django.core.handlers.exception``): wraps each step of the event
+   endpoints' middleware chain (``handlers.py``) so an exception becomes the
+   response Django itself would give (404, 403, 400, 500), as its own
+   handler does between middleware.
+7. **Django's ``log_response``** (``django.utils.log``): the 4xx/5xx log
+   line Django's handler writes (``django.request`` logger), written the same
+   way for the event endpoints (``handlers.py``).
+8. **``auser`` and ``get_user`` of ``django.contrib.auth.middleware``**: the
+   module functions ``AuthenticationMiddleware`` uses to set
+   ``request.user``/``request.auser``, used by the events' own lean
+   middleware (``middleware.py``).
+9. **``StreamingHttpResponse.streaming_content`` is a property** (getter
+   and setter in the class dict): ``EventStreamResponse`` extends it
+   (``streaming.py``) so a middleware that replaces the content is noticed.
+10. **uvicorn installs its signal handlers before lifespan start-up**:
+    ``asgi.py`` chains its shutdown hook in front of the handler found at
+   start-up (streams learn of SIGTERM before uvicorn waits for them to end).
+   With another order the hook would be replaced, not chained, and open
+   streams would only end at the graceful-shutdown timeout.
+11. **redis-py pool internals** (``redis_url.py``): a client's
+    ``connection_pool.connection_class`` and ``connection_kwargs`` (to build
+    the bounded, waiting pool from the same connection settings), and a
+    Sentinel pool's ``sentinel_manager`` (to close its sentinel connections).
 
 No private (underscored) attribute of Django or uvicorn is read or written;
 item 5 reads two of the standard library's ``multiprocessing.Process``.

@@ -19,13 +19,14 @@ import json
 import time
 from typing import Any, Protocol
 
-import redis
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.utils.asyncio import async_unsafe
 
 from . import metrics
 from .backends.active import get_backend
 from .backends.connection import describe_error, masked_redis_url
+from .backends.errors import REDIS_ERRORS
 from .conf import conf
 from .exceptions import PublishError
 from .http.topics import validate_event_name, validate_topic
@@ -82,12 +83,18 @@ def _record(active: list[Recorder], topic: str, event: str, payload: str, event_
     return event_id
 
 
-def _failed(topic: str, exc: redis.RedisError) -> PublishError:
+def _failed(topic: str, exc: BaseException) -> PublishError:
     return PublishError(
         f"Could not publish to topic {topic!r}: Redis at {masked_redis_url()} failed ({describe_error(exc)})."
     )
 
 
+# A blocking Redis round trip must not stall an event loop: from async code,
+# publish() raises Django's SynchronousOnlyOperation, as the ORM does.
+_SYNC_ONLY = "publish() blocks on Redis; from async code use `await apublish(...)`."
+
+
+@async_unsafe(_SYNC_ONLY)
 def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     """Publish ``event`` on ``topic`` with an optional JSON-serialisable payload; return its id.
 
@@ -97,8 +104,10 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     serialises (dates, decimals, UUIDs), at most ``MAX_PAYLOAD`` bytes.
 
     Raises ValueError/TypeError for bad arguments and PublishError when Redis
-    cannot be reached (within about a second, never hanging). Inside a
-    transaction, prefer :func:`publish_on_commit`.
+    cannot be reached (within about a second, never hanging). Called from a
+    running event loop it raises Django's ``SynchronousOnlyOperation``: use
+    :func:`apublish` there. Inside a transaction, prefer
+    :func:`publish_on_commit`.
 
     Example::
 
@@ -112,7 +121,7 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
         return captured
     try:
         event_id = get_backend().publish(topic, event, payload)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)
@@ -135,12 +144,13 @@ async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> 
         return captured
     try:
         event_id = await get_backend().apublish(topic, event, payload)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise _failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)
 
 
+@async_unsafe(_SYNC_ONLY)
 def publish_on_commit(topic: str, data: Any = None, event: str = DEFAULT_EVENT, using: str | None = None) -> None:
     """Publish once the current transaction on ``using`` commits; never on rollback.
 

@@ -1,5 +1,6 @@
 """Authorization: the hook and signed tokens decide, before anything is streamed or replayed."""
 
+import asyncio
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -37,8 +38,8 @@ def test_a_denied_topic_among_allowed_ones_is_a_403_that_names_nothing(
 
 async def test_replay_of_a_denied_topic_is_refused_before_any_event(guarded_server: UvicornServer, topic: str) -> None:
     secret = f"secret-{topic}"
-    first = publish(topic)
-    publish(secret, data="hidden")
+    first = await asyncio.to_thread(publish, topic)
+    await asyncio.to_thread(publish, secret, data="hidden")
     url = f"{guarded_server.url}/events/stream/?topic={topic}&topic={secret}"
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(url, headers={"Last-Event-ID": first})
@@ -47,8 +48,8 @@ async def test_replay_of_a_denied_topic_is_refused_before_any_event(guarded_serv
 
 
 async def test_allowed_topics_stream_normally_under_a_hook(guarded_server: UvicornServer, topic: str) -> None:
-    first = publish(topic)
-    second = publish(topic)
+    first = await asyncio.to_thread(publish, topic)
+    second = await asyncio.to_thread(publish, topic)
     async with open_stream(f"{guarded_server.url}/events/stream/?topic={topic}", {"Last-Event-ID": first}) as s:
         assert (await s.next_event()).id == second
 

@@ -65,7 +65,7 @@ async def test_publish_goes_to_the_topics_shard_and_is_found_with_shardchannels(
                 assert channel_name(topic, prefix).startswith(f"{prefix}:topic:{topic}{{")
                 # Sharded only: nothing on the classic channel namespace.
                 assert client.execute_command("PUBSUB", "CHANNELS", f"{prefix}:topic:{topic}*") == []
-            event_id = publish(topic, data={"t": topic})
+            event_id = await asyncio.to_thread(publish, topic, data={"t": topic})
             [(frame_id, got_topic, data)] = await next_events(stream, 1)
             assert (got_topic, data) == (topic, {"t": topic})
             # The group's stream on the owner holds it, under the id publish returned.
@@ -116,7 +116,7 @@ async def test_each_shard_is_read_without_waiting_for_the_others(
         for _ in range(3):
             for topic in topics:
                 started = time.monotonic()
-                publish(topic)
+                await asyncio.to_thread(publish, topic)
                 await next_events(stream, 1, timeout=5)
                 assert time.monotonic() - started < 0.3, "a shard's message waited for another shard"
 
@@ -131,12 +131,12 @@ async def test_resume_across_shards_is_exact(
         await stream.next_frame()
         await wait_subscribed(cluster, cluster_server, topics)
         for i, topic in enumerate(topics):
-            publish(topic, data=i)
+            await asyncio.to_thread(publish, topic, data=i)
         received = await next_events(stream, len(topics))
     resume_from = received[2][0]
     # Every id names one position per group of the request's topics.
     assert set(parse_positions(resume_from)) == {group_of(t) for t in topics}
-    later = [(topic, publish(topic, data=f"later-{topic}")) for topic in reversed(topics)]
+    later = [(topic, await asyncio.to_thread(publish, topic, data=f"later-{topic}")) for topic in reversed(topics)]
     async with open_stream(url, {"Last-Event-ID": resume_from}) as stream:
         replay = await next_events(stream, len(topics) - 3 + len(later))
         got = [(topic, data) for _, topic, data in replay]
@@ -147,12 +147,12 @@ async def test_resume_across_shards_is_exact(
             mine = [data for t, data in got if t == topic]
             assert mine == [d for t, d in expected if t == topic]
         # Then live, and resuming from the last id replays nothing.
-        live = publish(topics[0], data="live")
+        live = await asyncio.to_thread(publish, topics[0], data="live")
         [(last_id, topic, data)] = await next_events(stream, 1)
         assert (topic, data) == (topics[0], "live")
         assert live
     async with open_stream(url, {"Last-Event-ID": last_id}) as stream:
-        publish(topics[-1], data="after")
+        await asyncio.to_thread(publish, topics[-1], data="after")
         [(_, topic, data)] = await next_events(stream, 1)
         assert (topic, data) == (topics[-1], "after")
 
@@ -165,8 +165,8 @@ async def test_long_poll_since_takes_the_composite_id(
     query = "&".join(f"topic={t}" for t in topics)
     since = current_id(topics)
     assert since.startswith("c")
-    publish(topics[1], data=1)
-    publish(topics[2], data=2)
+    await asyncio.to_thread(publish, topics[1], data=1)
+    await asyncio.to_thread(publish, topics[2], data=2)
     answer = httpx.get(f"{cluster_server.url}/events/poll/?{query}&since={since}", timeout=10).json()
     assert [(e["topic"], e["data"]) for e in answer["events"]] == [(topics[1], 1), (topics[2], 2)] or [
         (e["topic"], e["data"]) for e in answer["events"]
@@ -176,7 +176,7 @@ async def test_long_poll_since_takes_the_composite_id(
     quiet = httpx.get(f"{cluster_server.url}/events/poll/?{query}&since={answer['last_id']}", timeout=10).json()
     assert quiet == {"events": [], "last_id": answer["last_id"]}
     # The stream resumes from a long-poll id too.
-    publish(topics[0], data=0)
+    await asyncio.to_thread(publish, topics[0], data=0)
     async with open_stream(stream_url(cluster_server, topics), {"Last-Event-ID": answer["last_id"]}) as stream:
         assert [(t, d) for _, t, d in await next_events(stream, 1)] == [(topics[0], 0)]
 
@@ -186,7 +186,7 @@ async def test_unknown_or_foreign_ids_get_a_reset_and_malformed_ones_a_400(
 ) -> None:
     cluster = cluster_settings
     [topic] = next(iter(topics_per_shard(cluster).values()))
-    publish(topic)
+    await asyncio.to_thread(publish, topic)
     url = stream_url(cluster_server, [topic])
     # A single-node id, or a composite naming another group: unknown here.
     foreign = format_positions({(group_of(topic) + 1) % 128: (1700000000000, 0)})
@@ -222,10 +222,10 @@ async def test_two_workers_deliver_each_event_once_to_every_client(
             if all(shard_subscribers(cluster, t, prefix) == 2 for t in topics):
                 break
         assert all(shard_subscribers(cluster, t, prefix) == 2 for t in topics), "one worker never got a stream"
-        published = [(t, publish(t, data=i)) for i in range(10) for t in topics]
+        published = [(t, await asyncio.to_thread(publish, t, data=i)) for i in range(10) for t in topics]
         marker = [f'"data": "end-{t}"'.encode() for t in topics]
         for t in topics:
-            publish(t, data=f"end-{t}")
+            await asyncio.to_thread(publish, t, data=f"end-{t}")
         for s in streams:
             for m in marker:
                 await s.read_until(m, timeout=10)
@@ -250,8 +250,8 @@ async def test_long_replays_come_in_bounded_batches_without_loss(
     start = current_id([topic, other])
     count = BATCH * 2 + 50
     for i in range(count):
-        publish(topic, data=i)
-    publish(other, data="other")
+        await asyncio.to_thread(publish, topic, data=i)
+    await asyncio.to_thread(publish, other, data="other")
     async with open_stream(stream_url(cluster_server, [topic, other]), {"Last-Event-ID": start}) as stream:
         got = await next_events(stream, count + 1, timeout=20)
     assert sorted((t, d) for _, t, d in got if t == other) == [(other, "other")]

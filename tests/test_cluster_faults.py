@@ -89,7 +89,7 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
     assert all(shard_subscribers(cluster, t, prefix) == 2 for t in topics), "one worker never got a stream"
     try:
         for topic in topics:
-            publish(topic, data=f"first-{topic}")
+            await asyncio.to_thread(publish, topic, data=f"first-{topic}")
         await all_receive(streams, f"first-{topics[-1]}", 10)
 
         victim = cluster.owner(group_slot(group_of(topics[0])))
@@ -108,9 +108,9 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
         away_url = f"{srv.url}/events/stream/?topic={kept_topic}"
         async with open_stream(away_url, {"Last-Event-ID": current_id([kept_topic])}) as away:
             await away.next_frame()
-            publish(kept_topic, data="seen-by-away")
+            await asyncio.to_thread(publish, kept_topic, data="seen-by-away")
             away_last = (await away.next_event()).id
-        publish(kept_topic, data="replicated")
+        await asyncio.to_thread(publish, kept_topic, data="replicated")
         replica = next(n for n in cluster.nodes if n.alive and n.info("replication").get("master_port") == victim.port)
         with victim.client() as client:
             assert client.execute_command("WAIT", 1, 5000) == 1, "the replica did not acknowledge"
@@ -120,7 +120,7 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
             with replica.client() as replica_client:
                 replica_client.config_set("masterauth", "not-the-password")
             client.client_kill_filter(_type="replica")
-        publish(lost_topic, data="never-replicated")
+        await asyncio.to_thread(publish, lost_topic, data="never-replicated")
         await all_receive(streams, "never-replicated", 10)
         victim.kill()
         everyone = streams + bystanders
@@ -129,11 +129,11 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
         for i in range(5):
             for topic in healthy:
                 started = time.monotonic()
-                publish(topic, data=f"during-{i}-{topic}")
+                await asyncio.to_thread(publish, topic, data=f"during-{i}-{topic}")
                 await all_receive(everyone, f"during-{i}-{topic}", 5)
                 assert time.monotonic() - started < 1.0, "a healthy shard was delayed by the failed one"
         with pytest.raises(PublishError):
-            publish(lost_topic, data="while-down")
+            await asyncio.to_thread(publish, lost_topic, data="while-down")
         # The workers stay in the load balancer: the other shards serve on.
         assert httpx.get(f"{srv.url}/events/health/", timeout=5).status_code == 200
 
@@ -153,7 +153,7 @@ async def test_a_killed_primary_fails_over_without_losing_streams_or_delaying_ot
         await all_receive(streams, f"after-{kept_topic}", 15)
         # The reset stands for everything up to its position; then live again.
         await asyncio.gather(*(s.read_until(b"event: reset", 15) for s in streams))
-        publish(lost_topic, data=f"after-{lost_topic}")
+        await asyncio.to_thread(publish, lost_topic, data=f"after-{lost_topic}")
         await all_receive(streams, f"after-{lost_topic}", 15)
 
         for s in streams:

@@ -8,6 +8,7 @@ that wraps streaming bodies.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -55,7 +56,7 @@ async def test_gzip_middleware_leaves_the_stream_readable_and_prompt(stack_serve
         chunks = response.aiter_bytes()  # decodes what Content-Encoding says
         await read_until(chunks, body, b": stream open")
         wait_for(lambda: subscribers(stack_server, topic) == 1, 10, "the stream's subscription")
-        first, second = publish(topic, data=1), publish(topic, data=2)
+        first, second = await asyncio.to_thread(publish, topic, data=1), await asyncio.to_thread(publish, topic, data=2)
         # Each event arrives at once (the read timeout is 5 s, the heartbeat 0.2 s).
         await read_until(chunks, body, f"id: {first}\n".encode())
         await read_until(chunks, body, f"id: {second}\n".encode())
@@ -72,7 +73,7 @@ async def test_a_middleware_that_replaces_streaming_content_is_honoured(
             await read_until(chunks, body, b": stream open")
             await read_until(chunks, body, StreamTagMiddleware.TAG)
             wait_for(lambda: subscribers(stack_server, topic) == 1, 10, "the stream's subscription")
-            event_id = publish(topic)
+            event_id = await asyncio.to_thread(publish, topic)
             await read_until(chunks, body, f"id: {event_id}\n".encode())
             assert body.count(StreamTagMiddleware.TAG) >= 2
     # The client went away: the stream behind the middleware's wrapper is closed
@@ -82,7 +83,7 @@ async def test_a_middleware_that_replaces_streaming_content_is_honoured(
 
 async def test_gzip_middleware_still_compresses_long_polls(stack_server: UvicornServer, topic: str) -> None:
     for n in range(5):
-        publish(topic, data={"n": n, "padding": "x" * 100})
+        await asyncio.to_thread(publish, topic, data={"n": n, "padding": "x" * 100})
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.get(
             f"{stack_server.url}/events/poll/?topic={topic}&since=0-0", headers={"Accept-Encoding": "gzip"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from io import StringIO
 from typing import Any
@@ -114,7 +115,7 @@ def live_config(html: str) -> dict[str, Any]:
 
 async def test_the_board_page_renders_its_urls_and_the_id_to_resume_from(async_client: AsyncClient, topic: str) -> None:
     await Tracker.objects.acreate(slug="spiders", name="Spiders", value=3)
-    newest = publish(topic)
+    newest = await asyncio.to_thread(publish, topic)
     response = await async_client.get(reverse("demo:board"))
     assert response.status_code == 200
     html = response.content.decode()

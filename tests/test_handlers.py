@@ -1,5 +1,6 @@
 """The event endpoints' handler: EVENTS["MIDDLEWARE"] hooks and per-request urlconfs, as Django documents them."""
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -43,7 +44,7 @@ async def test_a_urlconf_set_by_the_chain_is_honoured_and_process_exception_sees
 
 
 async def test_without_the_hooks_the_view_answers(app: LifespanApp, topic: str) -> None:
-    newest = publish(topic)
+    newest = await asyncio.to_thread(publish, topic)
     response = await get(app, f"/events/poll/?topic={topic}&since=0-0")
     assert response.status_code == 200
     assert response.json()["last_id"] == newest

@@ -314,7 +314,7 @@ async def test_a_stream_replays_a_long_history_in_order_then_goes_live(
 
 
 async def test_the_largest_valid_id_is_an_unknown_id_not_a_retry_loop(server: UvicornServer, topic: str) -> None:
-    publish(topic)
+    await asyncio.to_thread(publish, topic)
     async with open_stream(stream_url(server, topic, last_event_id=MAX_ID)) as stream:
         frame = await stream.next_event()
         assert (frame.event, frame.json["data"]["reason"]) == ("reset", "unknown-id")

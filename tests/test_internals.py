@@ -222,3 +222,110 @@ def test_outside_a_hypercorn_worker_there_is_no_shutdown_event() -> None:
     from events.internals import hypercorn_shutdown_event
 
     assert hypercorn_shutdown_event() is None
+
+
+# Django: functions and a descriptor the events endpoints use (items 6-9) -----
+
+
+async def test_django_convert_exception_to_response_turns_an_exception_into_django_s_response() -> None:
+    from django.core.handlers.exception import convert_exception_to_response
+    from django.http import Http404
+    from django.test import RequestFactory
+
+    async def raises(request: Any) -> Any:
+        raise Http404("gone")
+
+    wrapped = convert_exception_to_response(raises)
+    assert inspect.iscoroutinefunction(wrapped), "item 6: convert_exception_to_response no longer keeps async"
+    response = await wrapped(RequestFactory().get("/x"))
+    assert response.status_code == 404, "item 6: convert_exception_to_response no longer answers Http404 with 404"
+
+
+def test_django_log_response_still_takes_what_handlers_py_passes() -> None:
+    from django.utils.log import log_response
+
+    parameters = inspect.signature(log_response).parameters
+    assert {"response", "request"} <= set(parameters), f"item 7: log_response now takes {list(parameters)}"
+
+
+def test_django_auth_middleware_still_has_auser_and_get_user() -> None:
+    from django.contrib.auth import middleware
+
+    assert inspect.iscoroutinefunction(middleware.auser), "item 8: django.contrib.auth.middleware.auser changed"
+    assert list(inspect.signature(middleware.auser).parameters) == ["request"]
+    assert list(inspect.signature(middleware.get_user).parameters) == ["request"], "item 8: get_user changed"
+
+
+def test_django_streaming_content_is_still_a_property_with_a_setter() -> None:
+    from django.http import StreamingHttpResponse
+
+    descriptor = vars(StreamingHttpResponse).get("streaming_content")
+    assert isinstance(descriptor, property) and descriptor.fset is not None, (
+        "item 9: StreamingHttpResponse.streaming_content is no longer a property with a setter: update streaming.py"
+    )
+
+
+# uvicorn: signal handlers before lifespan start-up (item 10) ------------------
+
+_SIGNALS_AT_STARTUP = """
+import asyncio, signal, sys
+import uvicorn
+
+seen = {}
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    seen["handler"] = signal.getsignal(signal.SIGTERM)
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), lifespan="on", log_level="warning"))
+
+async def main():
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    server.should_exit = True
+    await task
+
+asyncio.run(main())
+handler = seen["handler"]
+print(getattr(handler, "__self__", None) is server)
+"""
+
+
+def test_uvicorn_installs_its_signal_handlers_before_lifespan_startup() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNALS_AT_STARTUP, str(free_port())], capture_output=True, timeout=30, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True", (
+        "item 10: at lifespan start-up SIGTERM's handler is not uvicorn's: asgi.py's chaining would replace it"
+    )
+
+
+# redis-py: pool internals (item 11) ------------------------------------------
+
+
+async def test_redis_py_pools_still_expose_what_redis_url_py_reads() -> None:
+    import redis.asyncio
+    import redis.asyncio.sentinel
+
+    pool = redis.asyncio.Redis(host="127.0.0.1", port=free_port()).connection_pool
+    assert isinstance(pool.connection_class, type), "item 11: a pool's connection_class is gone"
+    assert pool.connection_kwargs.get("host") == "127.0.0.1", "item 11: a pool's connection_kwargs changed"
+    bounded = redis.asyncio.BlockingConnectionPool(connection_class=pool.connection_class, **pool.connection_kwargs)
+    client = redis.asyncio.Redis.from_pool(bounded)
+    assert client.connection_pool is bounded
+    await client.aclose()
+
+    manager = redis.asyncio.sentinel.Sentinel([("127.0.0.1", free_port())])  # type: ignore[no-untyped-call]
+    sentinel_pool = manager.master_for("mymaster").connection_pool
+    assert isinstance(sentinel_pool, redis.asyncio.sentinel.SentinelConnectionPool)
+    assert sentinel_pool.sentinel_manager is manager, "item 11: a Sentinel pool's sentinel_manager is gone"
+    await manager.aclose()

@@ -1,5 +1,7 @@
 """The event endpoints' own middleware chain: session and user without a thread trip."""
 
+import asyncio
+
 import httpx
 import pytest
 from django.contrib.auth.models import User
@@ -47,6 +49,6 @@ async def test_a_logged_in_user_reads_their_private_topic_through_the_lean_chain
 
 @pytest.mark.django_db(transaction=True)
 async def test_public_topics_need_no_session(app: LifespanApp, topic: str) -> None:
-    publish(topic)
+    await asyncio.to_thread(publish, topic)
     response = await poll(app, f"/events/poll/?topic={topic}&since=0-0")
     assert response.status_code == 200

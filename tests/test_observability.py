@@ -36,7 +36,7 @@ async def test_health_and_metrics_follow_streams_and_events(
             assert metric(srv, "events_streams_open") == 2
             assert metric(srv, "events_topics_subscribed") >= 1
             assert httpx.get(f"{srv.url}/events/health/", timeout=5).json()["hub"] == "connected"
-            publish(topic)
+            await asyncio.to_thread(publish, topic)
             await one.next_event()
             await two.next_event()
             assert metric(srv, "events_delivered_total") == delivered_before + 2
@@ -91,7 +91,7 @@ async def test_over_the_poll_limit_a_poll_gets_a_503_counted_as_a_rejected_poll(
         assert (refused.status_code, refused.headers["retry-after"]) == (503, "2")
         assert metric(srv, 'events_polls_rejected_total{reason="limit"}') == 1
         assert 'events_streams_rejected_total{reason="limit"}' not in httpx.get(f"{srv.url}/events/metrics/").text
-        publish(topic)
+        await asyncio.to_thread(publish, topic)
         assert (await waiting).status_code == 200
 
 

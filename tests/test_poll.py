@@ -23,7 +23,7 @@ async def get(url: str, timeout: float = 10) -> httpx.Response:
 
 
 async def test_poll_with_since_returns_at_once_with_the_events_after_it(server: UvicornServer, topic: str) -> None:
-    ids = [publish(topic, data=i) for i in range(3)]
+    ids = [await asyncio.to_thread(publish, topic, data=i) for i in range(3)]
     response = await get(poll_url(server, topic, since=ids[0]))
     assert response.status_code == 200
     assert response.json() == {
@@ -36,11 +36,11 @@ async def test_poll_with_since_returns_at_once_with_the_events_after_it(server: 
 
 
 async def test_poll_without_since_waits_for_the_next_event(server: UvicornServer, topic: str) -> None:
-    publish(topic, data="old")  # before the request: not returned
+    await asyncio.to_thread(publish, topic, data="old")  # before the request: not returned
     request = asyncio.create_task(get(poll_url(server, topic)))
     await subscribed(server, topic)
     assert not request.done()
-    event_id = publish(topic, data="new")
+    event_id = await asyncio.to_thread(publish, topic, data="new")
     response = await asyncio.wait_for(request, 5)
     assert response.json() == {
         "events": [{"id": event_id, "topic": topic, "event": "invalidate", "data": "new"}],
@@ -49,10 +49,10 @@ async def test_poll_without_since_waits_for_the_next_event(server: UvicornServer
 
 
 async def test_poll_with_since_waits_when_nothing_is_newer(server: UvicornServer, topic: str) -> None:
-    since = publish(topic)
+    since = await asyncio.to_thread(publish, topic)
     request = asyncio.create_task(get(poll_url(server, topic, since=since)))
     await subscribed(server, topic)
-    event_id = publish(topic)
+    event_id = await asyncio.to_thread(publish, topic)
     response = await asyncio.wait_for(request, 5)
     assert [e["id"] for e in response.json()["events"]] == [event_id]
 
@@ -60,8 +60,8 @@ async def test_poll_with_since_waits_when_nothing_is_newer(server: UvicornServer
 async def test_poll_times_out_with_no_events_and_the_last_id_to_use(
     server: UvicornServer, topic: str, make_topic: Callable[[], str]
 ) -> None:
-    since = publish(topic)
-    publish(make_topic())  # another topic: moves the stream on, not this poll
+    since = await asyncio.to_thread(publish, topic)
+    await asyncio.to_thread(publish, make_topic())  # another topic: moves the stream on, not this poll
     loop = asyncio.get_running_loop()
     started = loop.time()
     response = await get(poll_url(server, topic, since=since))
@@ -72,7 +72,7 @@ async def test_poll_times_out_with_no_events_and_the_last_id_to_use(
     # Polling again from last_id must not miss what comes next.
     follow = asyncio.create_task(get(poll_url(server, topic, since=body["last_id"])))
     await subscribed(server, topic)
-    event_id = publish(topic)
+    event_id = await asyncio.to_thread(publish, topic)
     assert [e["id"] for e in (await asyncio.wait_for(follow, 5)).json()["events"]] == [event_id]
 
 
@@ -93,10 +93,10 @@ async def test_poll_releases_its_subscription_when_answered(
 
     from .servers import wait_for
 
-    since = publish(topic)
+    since = await asyncio.to_thread(publish, topic)
     request = asyncio.create_task(get(poll_url(server, topic, since=since)))
     await subscribed(server, topic)
-    publish(topic)
+    await asyncio.to_thread(publish, topic)
     await asyncio.wait_for(request, 5)
     channel = channel_name(topic, server.env["EVENTS_PREFIX"])
     await asyncio.to_thread(

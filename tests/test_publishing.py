@@ -1,5 +1,6 @@
 """Publishing: one atomic round trip that feeds both the history and live delivery."""
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import transaction
 from django.test import override_settings
 
@@ -147,6 +149,14 @@ def test_publish_changes_publishes_model_saves_and_deletes_after_commit(redis_cl
 async def test_current_id_is_the_newest_event_id(topic: str) -> None:
     from events import acurrent_id, current_id
 
-    event_id = publish(topic)
+    event_id = await asyncio.to_thread(publish, topic)
     assert current_id() == event_id
     assert await acurrent_id() == event_id
+
+
+async def test_publish_from_async_code_raises_synchronous_only_operation(topic: str) -> None:
+    with pytest.raises(SynchronousOnlyOperation, match="apublish"):
+        publish(topic)
+    with pytest.raises(SynchronousOnlyOperation, match="apublish"):
+        publish_on_commit(topic)
+    assert await apublish(topic)

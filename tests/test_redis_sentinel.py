@@ -127,7 +127,7 @@ async def _failover_scenario(ha: SentinelSetup, workers: list[UvicornServer], to
         tasks = [asyncio.create_task(recorder.run()) for recorder in recorders]
         stack.push_async_callback(_cancel, tasks)
 
-        replicated = publish(topic, data="replicated")
+        replicated = await asyncio.to_thread(publish, topic, data="replicated")
         await until(lambda: all(r.has(replicated) for r in recorders), 10, "every stream to get the first event")
         with ha.primary.client() as primary:
             assert primary.execute_command("WAIT", 1, 5000) == 1, "the replica did not acknowledge the first event"
@@ -139,7 +139,7 @@ async def _failover_scenario(ha: SentinelSetup, workers: list[UvicornServer], to
             await until(
                 lambda: replica.info("replication")["master_link_status"] == "down", 10, "replication to be cut"
             )
-            lost = publish(topic, data="lost")
+            lost = await asyncio.to_thread(publish, topic, data="lost")
             await until(lambda: all(r.has(lost) for r in recorders), 10, "every stream to get the lost event live")
             assert replica.xrange(history_key(), lost, lost) == [], "the 'lost' event reached the replica"
 
@@ -189,7 +189,7 @@ async def _failover_scenario(ha: SentinelSetup, workers: list[UvicornServer], to
             await until(lambda: all(health(w).status_code == 200 for w in workers), 15, "health to be ok again")
 
             # Events published now reach every open stream exactly once, in order.
-            after = [publish(topic, data=f"after-{n}") for n in range(5)]
+            after = [await asyncio.to_thread(publish, topic, data=f"after-{n}") for n in range(5)]
             await until(lambda: all(r.has(after[-1]) for r in recorders), 10, "every stream to get the new events")
             for recorder in recorders:
                 ids = recorder.event_ids()

@@ -62,7 +62,7 @@ async def test_stream_poll_and_publish_over_tls(
         await stream.next_frame()
         async with httpx.AsyncClient(timeout=10) as client:
             poll = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0"))
-            event_id = publish(topic, data={"over": "tls"})
+            event_id = await asyncio.to_thread(publish, topic, data={"over": "tls"})
             frame = await stream.next_event()
             assert (frame.id, frame.json["data"]) == (event_id, {"over": "tls"})
             answer = (await poll).json()

@@ -92,7 +92,7 @@ async def test_a_burst_of_identical_polls_costs_far_fewer_history_reads(private,
     """200 polls ask at once with the same ``since``: all answered, with a few history reads, not 200."""
     redis_server, server = private
     redis_client = redis_server.client()
-    since = publish(topic, data="before")
+    since = await asyncio.to_thread(publish, topic, data="before")
     polls = 200
     limits = httpx.Limits(max_connections=polls)
     async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
@@ -109,7 +109,7 @@ async def test_a_burst_of_identical_polls_costs_far_fewer_history_reads(private,
 
         await asyncio.wait_for(all_waiting(), 30)
         reads = evalsha_calls(redis_client) - before
-        event_id = publish(topic, data="after")
+        event_id = await asyncio.to_thread(publish, topic, data="after")
         answers = await asyncio.gather(*waiting)
     assert all(a.status_code == 200 for a in answers)
     assert all([e["id"] for e in a.json()["events"]] == [event_id] for a in answers)

@@ -46,7 +46,7 @@ async def test_sigterm_answers_a_waiting_long_poll_with_what_it_has(
     start_server: Callable[..., UvicornServer], topic: str
 ) -> None:
     srv = start_server({"EVENTS_LONGPOLL_TIMEOUT": "30"})
-    since = publish(topic)
+    since = await asyncio.to_thread(publish, topic)
     async with httpx.AsyncClient(timeout=10) as client:
         request = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}&since={since}"))
         await asyncio.to_thread(wait_for, lambda: health(srv)["polls"] == 1, 10, "the poll to wait")

@@ -57,7 +57,7 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(
 
             # The stuck stream is given up after the write timeout; the reader stays.
             await asyncio.to_thread(wait_for, lambda: streams_open(srv) == 1, 15, "the stuck stream to be released")
-            follow = publish(topic, data="still live")
+            follow = await asyncio.to_thread(publish, topic, data="still live")
             assert (await reader.next_event()).id == follow
     finally:
         await stuck.close()

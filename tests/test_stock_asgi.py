@@ -1,5 +1,6 @@
 """Served by Django's stock ``get_asgi_application()``, the endpoints answer and the log says, once, what is lost."""
 
+import asyncio
 import sys
 from collections.abc import Callable
 
@@ -28,12 +29,12 @@ async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(
         for _ in range(2):
             # Resuming from an id: the event arrives whether or not the stream
             # had subscribed when it was published.
-            since = publish(topic)
+            since = await asyncio.to_thread(publish, topic)
             async with open_stream(f"{srv.url}/events/stream/?topic={topic}&last_event_id={since}") as stream:
-                newest = publish(topic)
+                newest = await asyncio.to_thread(publish, topic)
                 assert (await stream.next_event(timeout=10)).id == newest
         async with httpx.AsyncClient(timeout=10) as client:
-            newest = publish(topic)
+            newest = await asyncio.to_thread(publish, topic)
             response = await client.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0")
             assert response.status_code == 200
             assert response.json()["last_id"] == newest

@@ -35,7 +35,7 @@ async def test_published_event_arrives_with_id_event_and_data(server: UvicornSer
     async with open_stream(stream_url(server, topic)) as stream:
         await opened(stream)
         await subscribed(server, topic)
-        event_id = publish(topic, data={"n": 1})
+        event_id = await asyncio.to_thread(publish, topic, data={"n": 1})
         frame = await stream.next_event()
         assert (frame.id, frame.event, frame.json) == (event_id, "invalidate", {"topic": topic, "data": {"n": 1}})
         assert f'id: {event_id}\nevent: invalidate\ndata: {{"topic": "{topic}", "data": {{"n":1}}}}\n\n'.encode() in (
@@ -51,7 +51,11 @@ async def test_one_stream_receives_several_topics_in_publish_order(
         await opened(stream)
         await subscribed(server, a)
         await subscribed(server, b)
-        ids = [publish(a), publish(b, event="renamed"), publish(a, data="x")]
+        ids = [
+            await asyncio.to_thread(publish, a),
+            await asyncio.to_thread(publish, b, event="renamed"),
+            await asyncio.to_thread(publish, a, data="x"),
+        ]
         frames = await stream.events(3)
         assert [(f.id, f.event, f.json["topic"]) for f in frames] == [
             (ids[0], "invalidate", a),
@@ -65,7 +69,7 @@ async def test_two_clients_on_one_topic_both_receive(server: UvicornServer, topi
         await opened(one)
         await opened(two)
         await subscribed(server, topic)
-        event_id = publish(topic)
+        event_id = await asyncio.to_thread(publish, topic)
         assert (await one.next_event()).id == event_id
         assert (await two.next_event()).id == event_id
 
@@ -75,8 +79,8 @@ async def test_client_on_another_topic_receives_nothing(server: UvicornServer, m
     async with open_stream(stream_url(server, mine)) as stream:
         await opened(stream)
         await subscribed(server, mine)
-        publish(other)
-        last = publish(mine)
+        await asyncio.to_thread(publish, other)
+        last = await asyncio.to_thread(publish, mine)
         # Events arrive in publish order: had the other topic leaked, it would come first.
         frame = await stream.next_event()
         assert (frame.id, frame.json["topic"]) == (last, mine)
@@ -96,7 +100,7 @@ async def test_heartbeat_comment_arrives_within_the_interval(server: UvicornServ
 
 
 async def test_replay_after_last_event_id_is_complete_and_ordered(server: UvicornServer, topic: str) -> None:
-    ids = [publish(topic, data=i) for i in range(5)]
+    ids = [await asyncio.to_thread(publish, topic, data=i) for i in range(5)]
     async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": ids[1]}) as stream:
         frames = await stream.events(3)
         assert [f.id for f in frames] == ids[2:]
@@ -104,23 +108,23 @@ async def test_replay_after_last_event_id_is_complete_and_ordered(server: Uvicor
 
 
 async def test_last_event_id_query_parameter_works_like_the_header(server: UvicornServer, topic: str) -> None:
-    ids = [publish(topic) for _ in range(3)]
+    ids = [await asyncio.to_thread(publish, topic) for _ in range(3)]
     async with open_stream(stream_url(server, topic, last_event_id=ids[0])) as stream:
         assert [f.id for f in await stream.events(2)] == ids[1:]
 
 
 async def test_replay_only_includes_the_requested_topics(server: UvicornServer, make_topic: Callable[[], str]) -> None:
     mine, other = make_topic(), make_topic()
-    start = publish(mine)
-    publish(other)
-    wanted = publish(mine)
+    start = await asyncio.to_thread(publish, mine)
+    await asyncio.to_thread(publish, other)
+    wanted = await asyncio.to_thread(publish, mine)
     async with open_stream(stream_url(server, mine), headers={"Last-Event-ID": start}) as stream:
         frame = await stream.next_event()
         assert (frame.id, frame.json["topic"]) == (wanted, mine)
 
 
 async def test_replay_has_no_gap_and_no_duplicate_while_events_are_published(server: UvicornServer, topic: str) -> None:
-    first = publish(topic, data=-1)
+    first = await asyncio.to_thread(publish, topic, data=-1)
     published: list[str] = []
     stop = threading.Event()
 
@@ -157,7 +161,7 @@ async def test_unknown_id_gets_a_reset_with_id_and_data(server: UvicornServer, t
         assert frame.json["data"]["reason"] == "unknown-id"
         # Then it goes live.
         await subscribed(server, topic)
-        event_id = publish(topic)
+        event_id = await asyncio.to_thread(publish, topic)
         assert (await stream.next_event()).id == event_id
 
 
@@ -170,9 +174,9 @@ async def test_id_older_than_the_history_gets_a_reset(
     from django.test import override_settings
 
     with override_settings(EVENTS={**settings.EVENTS, "PREFIX": prefix, "HISTORY": 10}):
-        first = publish("t")
+        first = await asyncio.to_thread(publish, "t")
         for _ in range(400):
-            publish("t")
+            await asyncio.to_thread(publish, "t")
     try:
         async with open_stream(f"{srv.url}/events/stream/?topic=t", headers={"Last-Event-ID": first}) as stream:
             frame = await stream.next_event()
@@ -182,8 +186,8 @@ async def test_id_older_than_the_history_gets_a_reset(
 
 
 async def test_a_made_up_id_inside_the_history_range_gets_a_reset(server: UvicornServer, topic: str) -> None:
-    before = publish(topic)
-    publish(topic)
+    before = await asyncio.to_thread(publish, topic)
+    await asyncio.to_thread(publish, topic)
     ms, seq = parse_id(before)
     async with open_stream(stream_url(server, topic), headers={"Last-Event-ID": f"{ms}-{seq + 7}"}) as stream:
         assert (await stream.next_event()).event == "reset"

@@ -1,6 +1,7 @@
 """A subscriber's bounded queue: overflow coalesces per topic, then resets; duplicates are dropped."""
 
 import asyncio
+from typing import Any
 
 from prometheus_client import REGISTRY
 
@@ -80,3 +81,19 @@ async def test_wait_returns_when_something_arrives() -> None:
     client.heartbeat()
     await asyncio.wait_for(waiter, 1)
     assert client.heartbeat_due
+
+
+async def test_a_direct_write_that_fails_ends_the_stream_instead_of_dropping_the_event() -> None:
+    client = Subscriber(frozenset({"a"}), 10, is_stream=True)
+
+    async def broken_send(event: Any) -> None:
+        raise OSError("connection reset")
+
+    client.send = broken_send
+    waiting = asyncio.ensure_future(client.wait())
+    await asyncio.sleep(0)  # parked: the next push writes directly
+    client.push(message("1-1"))
+    await asyncio.wait_for(waiting, 1)
+    # Not silently gone: the stream ends (logged), and its client resumes from before this event.
+    assert client.close_reason == "write-failed"
+    assert client.delivered == 0

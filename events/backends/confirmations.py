@@ -1,7 +1,7 @@
 """Futures that Redis's (S)SUBSCRIBE confirmations resolve, per topic, in order.
 
-Both Redis sides (``pubsub.py``, and ``cluster/pubsub.py`` per node) send a
-SUBSCRIBE, hand the hub a future, and resolve it when Redis confirms. Redis
+The reader (``reader.py``, once per connection on either backend) sends a
+SUBSCRIBE, hands the hub a future, and resolve it when Redis confirms. Redis
 confirms a topic's SUBSCRIBEs in the order they were sent, so each topic has
 a queue of futures: a confirmation resolves the oldest. When the connection
 (or the topic's shard) goes, the futures fail with ``HubUnavailable``, and

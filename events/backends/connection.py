@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from ..conf import conf
 from . import redis_url
+from .errors import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ async def verify_redis_settings() -> None:
         raise ImproperlyConfigured(f"EVENTS['REDIS_URL'] ({masked_redis_url()}) cannot be used: {exc}") from None
     try:
         await asyncio.wait_for(get_async_client().ping(), STARTUP_CHECK_TIMEOUT)
-    except (redis.RedisError, OSError, TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         if redis_url.is_configuration_error(exc):
             raise ImproperlyConfigured(
                 f"Redis at {masked_redis_url()} refused this app's settings: {describe_error(exc)}"

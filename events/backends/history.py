@@ -29,7 +29,7 @@ import redis.asyncio
 
 from ..core.ids import MAX_ID, ZERO_ID, parse_id
 from ..core.messages import Message, skip_malformed
-from .connection import get_async_client, get_sync_client, history_key
+from .connection import history_key
 from .scripts import LuaScript
 
 # Entries read per script run (all topics; the wanted ones are returned).
@@ -92,7 +92,7 @@ return {last, first, trimmed, known, position, more, found}
 )
 READ = LuaScript(READ_SCRIPT)
 # The script's arguments that ask for the newest id only.
-_NOW = ("$", 0)
+NOW = ("$", 0)
 
 
 @dataclass
@@ -109,7 +109,8 @@ class Batch:
     reset: Message | None = None
 
 
-def _decode(value: bytes | str) -> str:
+def decode(value: bytes | str) -> str:
+    """A Redis reply as text (bytes decoded, a string as it is)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -119,7 +120,7 @@ def _parse_entries(entries: list[tuple[bytes, list[bytes]]]) -> list[Message]:
         try:
             messages.append(Message.from_history(id, fields))
         except (ValueError, TypeError) as exc:
-            skip_malformed(f"history entry {_decode(id)}", exc)
+            skip_malformed(f"history entry {decode(id)}", exc)
     return messages
 
 
@@ -134,10 +135,10 @@ async def read_batch(client: redis.asyncio.Redis, since: str, topics: Iterable[s
     raw_last, raw_first, trimmed, known, raw_position, more, entries = await READ.arun(
         client, [history_key()], [since, limit, *wanted]
     )
-    last_id = _decode(raw_last)
+    last_id = decode(raw_last)
     if known or (since == ZERO_ID and not trimmed):
-        return Batch(last_id, _decode(raw_position), bool(more), events=_parse_entries(entries))
-    first_id = _decode(raw_first)
+        return Batch(last_id, decode(raw_position), bool(more), events=_parse_entries(entries))
+    first_id = decode(raw_first)
     if trimmed and (since == ZERO_ID or (first_id and parse_id(since) < parse_id(first_id))):
         return Batch(last_id, last_id, reset=Message.reset(last_id, "history-expired"))
     return Batch(last_id, last_id, reset=Message.reset(last_id, "unknown-id"))
@@ -168,18 +169,4 @@ async def read_after(
 
 async def read_current_id(client: redis.asyncio.Redis) -> str:
     """The id of the newest event ever added (``0-0`` before the first)."""
-    return _decode((await READ.arun(client, [history_key()], _NOW))[0])
-
-
-def current_id() -> str:
-    """The id of the newest event on any topic (``0-0`` before the first).
-
-    Render it into a page and have the client resume from it: then nothing
-    published between rendering and subscribing is missed.
-    """
-    return _decode(READ.run(get_sync_client(), [history_key()], _NOW)[0])
-
-
-async def acurrent_id() -> str:
-    """Async version of :func:`current_id`."""
-    return await read_current_id(get_async_client())
+    return decode((await READ.arun(client, [history_key()], NOW))[0])

@@ -1,25 +1,39 @@
 """The hub's Redis side: one pub/sub connection, its subscriptions, reconnects and gap filling.
 
-Subscriptions follow what the hub's clients want: ``subscribe()`` sends
-SUBSCRIBE for topics not yet subscribed and returns futures that Redis's
-confirmations resolve, in order; ``release()`` unsubscribes, in the
-background, from topics nobody wants any more (a lock keeps SUBSCRIBE and
-UNSUBSCRIBE in order with reconnects).
+Both backends run this reader: the single node one per worker, a Redis
+Cluster one per primary (``cluster/pubsub.py`` adds the slot bookkeeping
+around it). What differs between them, how channels are named and
+(un)subscribed, and where the history of a topic is, is a :class:`Dialect`.
+Every guarantee is written here, once:
 
-The reader talks to the hub only through :class:`HubSide` (which topics are
-wanted; hand a message to their clients; reset everyone). It owns the
-de-duplication watermark (``watermark.py``), which also tells messages
-Redis made from foreign ones with made-up ids.
+- Subscriptions follow what the clients want: ``subscribe()`` sends
+  SUBSCRIBE for topics not yet subscribed and returns futures that Redis's
+  confirmations resolve, in order; ``release()`` unsubscribes, in the
+  background, from topics nobody wants any more. One lock keeps SUBSCRIBE,
+  UNSUBSCRIBE and reconnects in order, and an UNSUBSCRIBE confirmation is
+  matched to the UNSUBSCRIBE that asked for it, so a topic released and
+  taken again within one round trip is not mistaken for one the server
+  dropped (a Redis Cluster node drops the shard channels of a slot it gave
+  away).
+- Nothing is lost across a lost connection. Each *stream* (the history a
+  topic's ids come from: the one stream of a single node, a slot group's on
+  a cluster) has a :class:`~events.backends.watermark.Watermark`. On
+  (re)connecting: subscribe to every wanted topic and read the newest ids;
+  read the handshake up to the PONG; read the history after the newest id
+  handed over, in bounded batches until caught up, and hand the missed
+  events over; then the live messages that arrived meanwhile (the overlap is
+  dropped by id); then live messages. A stream that joins a live connection
+  (a cluster group moved here) is caught up the same way, in the reader's
+  task, before any later message is read. While idle, a PING every few
+  seconds checks the connection and lets the watermark advance to an id read
+  just before the PING.
+- Messages with ids Redis did not make (someone with PUBLISH rights sent
+  them) are skipped: see ``watermark.py``.
+- Any failure, foreseen or not, is logged and followed by a reconnect with
+  exponential backoff and jitter; ``connected`` says whether the reader is
+  live (health and metrics report it).
 
-Nothing is lost across a lost connection. One connection's life, in
-``_connect_and_read``: subscribe to every wanted topic and read the newest
-id; read the handshake up to the PONG; after a reconnect, read the history
-after the newest id handed over and hand the missed events over, then the
-live messages that arrived meanwhile (the overlap is dropped by id); then
-read live messages. While idle, a PING every few seconds checks the
-connection and, because Redis answers in order, lets the watermark advance
-safely to an id read just before the PING. Reconnects back off
-exponentially, with jitter.
+The reader talks to the hub only through :class:`HubSide`.
 """
 
 from __future__ import annotations
@@ -27,12 +41,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Collection, Hashable
 from contextlib import aclosing
 from enum import Enum
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio
 from redis.asyncio.client import PubSub
 
@@ -41,9 +55,11 @@ from ..core.ids import EventKey, format_key, parse_id
 from ..core.messages import Message, skip_malformed
 from ..core.tasks import cancel_and_wait, wait_set
 from ..exceptions import HubUnavailable
-from . import history, redis_url
+from . import redis_url
 from .confirmations import Confirmations
-from .connection import channel_prefix, describe_error, new_hub_command_client, new_pubsub_client
+from .connection import describe_error
+from .errors import REDIS_ERRORS
+from .history import Batch
 from .watermark import Watermark
 
 logger = logging.getLogger("events.hub")
@@ -52,14 +68,17 @@ logger = logging.getLogger("events.hub")
 # answer for as long again, declares the connection dead).
 IDLE_PING = 5.0
 # Reconnect backoff: doubles from MIN to MAX seconds, with jitter (up to
-# +50%). MAX bounds what an outage or a Sentinel failover costs on top of
-# Redis's own time: at most 1.5 s after Redis (or the new primary) is back,
-# the hub is on it. A reconnect attempt is one connection (and, with
-# Sentinel, one question to a sentinel): cheap enough once a second.
+# +50%). MAX bounds what an outage or a failover costs on top of Redis's own
+# time: at most 1.5 s after Redis (or the new primary) is back, the hub is on
+# it. A reconnect attempt is one connection: cheap enough once a second.
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 1.0
 # Seconds between two "cannot connect" warnings while Redis stays away.
 WARN_EVERY = 30.0
+
+# Where a topic's ids come from: None for the one history of a single node
+# (never dropped), a slot group's number on a cluster.
+StreamKey = Hashable
 
 
 class HubSide(Protocol):
@@ -73,17 +92,13 @@ class HubSide(Protocol):
         """Hand a new message to every local client of its topic."""
         ...
 
-    def reset_all(self, message: Message) -> None:
-        """Hand ``message`` (a reset) to every local client: events may have been lost."""
-        ...
-
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Hand ``message`` (a reset) once to every local client of any of ``topics``."""
         ...
 
 
 class HubConnection(Protocol):
-    """The hub's Redis side, as the hub uses it (this module's, or the cluster's)."""
+    """The hub's Redis side, as the hub uses it (a :class:`Reader`, or the cluster's set of them)."""
 
     @property
     def connected(self) -> bool: ...
@@ -99,28 +114,86 @@ class HubConnection(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Dialect(Protocol):
+    """How one kind of Redis names, subscribes and keeps history: what the reader leaves to each backend."""
+
+    # The pub/sub message types: a message, a subscribe and an unsubscribe confirmation.
+    MESSAGE: str
+    SUBSCRIBED: str
+    UNSUBSCRIBED: str
+
+    def topic_of(self, channel: bytes) -> str: ...
+
+    def stream_of(self, topic: str) -> StreamKey: ...
+
+    def message(self, topic: str, data: bytes) -> Message:
+        """The message of a pub/sub body (ValueError, TypeError or AttributeError for foreign data)."""
+        ...
+
+    async def subscribe(self, pubsub: PubSub, topics: list[str]) -> None: ...
+
+    async def unsubscribe(self, pubsub: PubSub, topics: list[str]) -> None: ...
+
+    async def measure(
+        self, client: redis.asyncio.Redis, streams: Collection[StreamKey]
+    ) -> tuple[int, dict[StreamKey, EventKey]]:
+        """Redis's clock (ms) and the newest id of each of ``streams``."""
+        ...
+
+    def read_after(
+        self, client: redis.asyncio.Redis, stream: StreamKey, since: EventKey, topics: list[str]
+    ) -> AsyncGenerator[Batch, None]:
+        """The history of ``stream`` after ``since`` on ``topics``, in bounded batches to its end (see history.py)."""
+        ...
+
+    def reset(self, stream: StreamKey, key: EventKey, reason: str) -> Message:
+        """A reset of ``stream``'s clients, resuming from ``key``."""
+        ...
+
+
 class _Signal(Enum):
     PONG = "pong"
     IDLE = "idle"
 
 
-class PubSubConnection:
-    def __init__(self, hub: HubSide) -> None:
+class Reader:
+    """One pub/sub connection and everything that keeps it exact (the module doc)."""
+
+    def __init__(
+        self,
+        hub: HubSide,
+        dialect: Dialect,
+        client: redis.asyncio.Redis,
+        commands: redis.asyncio.Redis,
+        watermarks: dict[StreamKey, Watermark] | None = None,
+        name: str = "Redis",
+    ) -> None:
         self.hub = hub
-        self._watermark = Watermark()
-        self._prefix = channel_prefix()
-        self._prefix_bytes = self._prefix.encode()
+        self.dialect = dialect
+        self.name = name
+        # Per stream; shared with the other readers of a cluster (a group moves between them).
+        self.watermarks: dict[StreamKey, Watermark] = {} if watermarks is None else watermarks
         # Topics with a SUBSCRIBE (and no UNSUBSCRIBE since) on this connection.
         self._subscribed: set[str] = set()
+        # How many of them each stream has (a stream with none is forgotten).
+        self._per_stream: Counter[StreamKey] = Counter()
+        # UNSUBSCRIBEs sent per topic whose confirmation has not arrived yet.
+        self._unsubscribing: Counter[str] = Counter()
+        # Streams caught up on this connection (their live messages are exact).
+        self._live: set[StreamKey] = set()
+        # Newest ids read before each PING in flight, oldest first: a PONG covers them.
+        self._pings: deque[dict[StreamKey, EventKey]] = deque()
         self._confirmations = Confirmations()
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
-        self._redis: redis.asyncio.Redis = new_pubsub_client()
-        self._commands: redis.asyncio.Redis = new_hub_command_client()
+        self._redis = client
+        self._commands = commands
         self._to_unsubscribe: set[str] = set()
         self._unsubscribe_task: asyncio.Task[None] | None = None
         self._ever_connected = False
+
+    # The hub's interface ------------------------------------------------
 
     @property
     def connected(self) -> bool:
@@ -131,6 +204,10 @@ class PubSubConnection:
         if not await wait_set(self._connected, timeout):
             raise TimeoutError
 
+    def wanted_topics(self) -> Collection[str]:
+        """The topics this connection should carry (a live view)."""
+        return self.hub.wanted_topics()
+
     def release(self, topics: list[str]) -> None:
         """Unsubscribe soon (in the background) from ``topics``, unless wanted again by then."""
         self._to_unsubscribe.update(topics)
@@ -138,7 +215,7 @@ class PubSubConnection:
             self._unsubscribe_task = asyncio.get_running_loop().create_task(self._flush_unsubscribes())
 
     async def aclose(self) -> None:
-        """Stop unsubscribing and close the connection (the reader task is the hub's to cancel)."""
+        """Stop unsubscribing and close the connection (the reader task is its owner's to cancel)."""
         await cancel_and_wait(self._unsubscribe_task)
         await redis_url.aclose_client(self._redis)
         await redis_url.aclose_client(self._commands)
@@ -151,12 +228,45 @@ class PubSubConnection:
         async with self._lock:
             pubsub = self._pubsub
             if pubsub is None or not self._connected.is_set():
-                raise HubUnavailable("Redis is unreachable")
+                raise HubUnavailable(f"{self.name} is unreachable")
             missing = [topic for topic in topics if topic not in self._subscribed]
             if missing:
                 self._expect_confirmations(missing)
-                await pubsub.subscribe(*[self._prefix + topic for topic in missing])
+                await self.dialect.subscribe(pubsub, missing)
             return self._pending_confirmations(topics)
+
+    async def subscribe_wanted(self) -> bool:
+        """Subscribe every wanted topic not subscribed yet; False when not connected (connecting does it)."""
+        if not self._connected.is_set():
+            return False
+        missing = frozenset(self.wanted_topics()).difference(self._subscribed)
+        if missing:
+            await self.subscribe(missing)
+        return True
+
+    def forget(self, topics: list[str], reason: str) -> None:
+        """Stop carrying ``topics`` (their slot moved to another reader); their waiters fail."""
+        self._remove_subscribed(topics)
+        self._confirmations.fail(reason, topics)
+        self._lose_live({self.dialect.stream_of(topic) for topic in topics})
+        self._state_changed()
+
+    # Hooks (the cluster's per-node reader overrides them) ---------------
+
+    def _dropped(self, topic: str) -> None:
+        """The server unsubscribed us from ``topic`` by itself (a cluster node gave its slot away)."""
+        logger.warning("events hub: %s unsubscribed topic %r by itself; reconnecting", self.name, topic)
+        raise ConnectionError(f"{self.name} dropped a subscription")
+
+    def _state_changed(self) -> None:
+        """Connected or not, or the number of topics changed: update the metrics."""
+        metrics.HUB_CONNECTED.set(1 if self.connected else 0)
+        metrics.TOPICS_SUBSCRIBED.set(len(self._subscribed))
+
+    def _log_level(self, lost: bool) -> int:
+        return logging.WARNING
+
+    # Subscriptions ------------------------------------------------------
 
     def _pending_confirmations(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
         futures = map(self._confirmations.latest, topics)
@@ -164,63 +274,80 @@ class PubSubConnection:
 
     def _expect_confirmations(self, topics: list[str]) -> None:
         for topic in topics:
-            self._subscribed.add(topic)
+            if topic not in self._subscribed:
+                self._subscribed.add(topic)
+                self._per_stream[self.dialect.stream_of(topic)] += 1
             self._confirmations.expect(topic)
-        metrics.TOPICS_SUBSCRIBED.set(len(self._subscribed))
+        self._state_changed()
+
+    def _remove_subscribed(self, topics: Collection[str]) -> set[StreamKey]:
+        """Forget ``topics`` as subscribed; return the streams left without any."""
+        emptied: set[StreamKey] = set()
+        for topic in topics:
+            if topic in self._subscribed:
+                self._subscribed.discard(topic)
+                stream = self.dialect.stream_of(topic)
+                self._per_stream[stream] -= 1
+                if self._per_stream[stream] <= 0:
+                    del self._per_stream[stream]
+                    emptied.add(stream)
+        return emptied
 
     async def _flush_unsubscribes(self) -> None:
         while self._to_unsubscribe:
             async with self._lock:
-                wanted = self.hub.wanted_topics()
+                wanted = self.wanted_topics()
                 topics = [topic for topic in self._to_unsubscribe if topic not in wanted and topic in self._subscribed]
                 self._to_unsubscribe.clear()
-                self._subscribed.difference_update(topics)
-                metrics.TOPICS_SUBSCRIBED.set(len(self._subscribed))
+                # A group nobody wants any more is forgotten: if wanted again,
+                # it starts from its newest id then (its clients replay by
+                # themselves). The single node's one stream (None) stays.
+                for stream in self._remove_subscribed(topics):
+                    if stream is not None:
+                        self._live.discard(stream)
+                        self.watermarks.pop(stream, None)
+                self._state_changed()
                 if topics and self._pubsub is not None and self._connected.is_set():
+                    self._unsubscribing.update(topics)
                     try:
-                        await self._pubsub.unsubscribe(*[self._prefix + topic for topic in topics])
-                    except (redis.RedisError, OSError):
+                        await self.dialect.unsubscribe(self._pubsub, topics)
+                    except REDIS_ERRORS:
                         # The connection is going; the reconnect will not
                         # re-subscribe these topics since nobody wants them.
                         pass
 
-    def _topic(self, channel: bytes) -> str:
-        return channel[len(self._prefix_bytes) :].decode()
-
-    def _parse(self, raw: dict[str, Any]) -> Message | None:
-        """The message, or None (logged, rate-limited) for foreign data on our channel."""
-        try:
-            return Message.from_pubsub(self._topic(raw["channel"]), raw["data"])
-        except (ValueError, TypeError, AttributeError) as exc:
-            skip_malformed(f"channel {raw['channel']!r}", exc)
-            return None
+    # The reader task ----------------------------------------------------
 
     async def read_forever(self) -> None:
-        """Connect, read, and reconnect after any failure, until cancelled (the hub's stop)."""
+        """Connect, read, and reconnect after any failure, until cancelled (the owner's stop)."""
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         warned_at: float | None = None
         while True:
             try:
                 await self._connect_and_read()
-            except (redis.RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 lost = self._connected.is_set()
                 # A lost connection is always logged; failed attempts to get
                 # it back (one a second) at most every WARN_EVERY seconds.
                 if lost or warned_at is None or loop.time() - warned_at >= WARN_EVERY:
                     warned_at = loop.time()
                     state = "connection lost" if lost else "cannot connect"
-                    logger.warning("events hub: Redis pub/sub %s (%s)", state, describe_error(exc))
+                    logger.log(
+                        self._log_level(lost), "events hub: %s pub/sub %s (%s)", self.name, state, describe_error(exc)
+                    )
             except Exception:
                 # A bug or data we did not foresee must not end the reader
                 # for good (the hub would refuse every client from then on).
-                logger.exception("events hub: unexpected error in the Redis reader; reconnecting")
+                logger.exception("events hub: unexpected error in the %s reader; reconnecting", self.name)
             finally:
-                # Also when cancelled (the hub stops): then nothing below runs.
+                # Also when cancelled (the owner stops): then nothing below runs.
                 was_connected = self._connected.is_set()
                 await self._disconnected()
             if was_connected:
-                logger.warning("events hub: disconnected from Redis; open streams stay open and keep their heartbeats")
+                logger.warning(
+                    "events hub: disconnected from %s; open streams stay open and keep their heartbeats", self.name
+                )
                 delay = BACKOFF_MIN
             await asyncio.sleep(delay * (1 + random.random() / 2))
             delay = min(delay * 2, BACKOFF_MAX)
@@ -228,153 +355,229 @@ class PubSubConnection:
     async def _connect_and_read(self) -> None:
         """One connection's life: subscribe, handshake, catch up, then read until it fails."""
         pubsub = self._redis.pubsub()
-        topics, newest_id = await self._subscribe_all(pubsub)
+        topics, newest = await self._subscribe_all(pubsub)
         early = await self._read_handshake(pubsub)
-        reconnected = self._ever_connected
-        if reconnected:
-            # First what was published while we were away, then what
-            # arrived during the handshake (the overlap is dropped by id).
-            await self._fill_gap(topics)
+        fresh = [stream for stream in newest if self._watermark(stream).newest is None]
+        # First what was published while we were away, then what arrived
+        # during the handshake (the overlap is dropped by id).
+        for stream in newest:
+            if stream not in fresh:
+                await self._catch_up(stream)
         for message in early:
             await self._receive(message)
-        if not reconnected:
+        for stream in fresh:
             # Everything up to the id read before the PING has been read.
-            self._watermark.cover(newest_id)
+            self._watermark(stream).cover(newest[stream])
+            self._reset_if_blind(stream, newest[stream])
+        self._live.update(newest)
+        reconnected = self._ever_connected
         self._ever_connected = True
         self._connected.set()
-        metrics.HUB_CONNECTED.set(1)
+        self._state_changed()
         if reconnected:
             metrics.REDIS_RECONNECTS.inc()
-            logger.info("events hub: reconnected to Redis, %d topics", len(topics))
+            logger.info("events hub: reconnected to %s, %d topics", self.name, len(topics))
         await self._read_loop(pubsub)
 
-    async def _subscribe_all(self, pubsub: PubSub) -> tuple[list[str], EventKey]:
-        """Connect, SUBSCRIBE to every wanted topic, read the newest id, send a PING.
+    async def _subscribe_all(self, pubsub: PubSub) -> tuple[list[str], dict[StreamKey, EventKey]]:
+        """Connect, SUBSCRIBE to every wanted topic, read the newest ids, send a PING.
 
-        Returns the topics and the newest id. Redis answers in order: when
-        the PONG arrives, every SUBSCRIBE is in force and every message
-        published before the id was read has arrived.
+        Returns the topics and the newest id of each of their streams. Redis
+        answers in order: when the PONG arrives, every SUBSCRIBE is in force
+        and every message published before the ids were read has arrived.
         """
         async with self._lock:
             self._pubsub = pubsub
-            topics = list(self.hub.wanted_topics())
+            topics = list(self.wanted_topics())
             self._expect_confirmations(topics)
             await pubsub.connect()  # type: ignore[no-untyped-call]
             if topics:
-                await pubsub.subscribe(*[self._prefix + topic for topic in topics])
-            newest_id = await self._measure()
+                await self.dialect.subscribe(pubsub, topics)
+            newest = await self._measure({self.dialect.stream_of(topic) for topic in topics} | self._always())
             await pubsub.ping()
-        return topics, newest_id
+        return topics, newest
+
+    def _always(self) -> set[StreamKey]:
+        # The single node's one stream is measured even without topics.
+        return {None} if self.dialect.stream_of("") is None else set()
 
     async def _read_handshake(self, pubsub: PubSub) -> list[Message]:
         """Read up to the PONG: the confirmations, and the messages that came first (returned)."""
         early: list[Message] = []
         while True:
-            item = await self._next(pubsub)
+            item = await self._next(pubsub, handshake=True)
             if item is _Signal.PONG:
                 return early
             if item is _Signal.IDLE:
-                raise TimeoutError("no answer to PING from Redis")
+                raise TimeoutError("no answer to PING")
             early.append(item)
 
     async def _read_loop(self, pubsub: PubSub) -> None:
-        """Hand live messages to the hub; while idle, check the connection and advance the watermark."""
-        newest_id: EventKey | None = None  # read before the PING in flight
+        """Hand live messages to the hub; while idle, check the connection and advance the watermarks."""
+        self._pings.clear()
         while True:
             item = await self._next(pubsub)
             if item is _Signal.IDLE:
-                if newest_id is not None:
-                    raise TimeoutError("no answer to PING from Redis")
-                newest_id = await self._measure()
-                await pubsub.ping()
+                if self._pings:
+                    raise TimeoutError("no answer to PING")
+                await self._ping(pubsub, self._live)
             elif item is _Signal.PONG:
-                # The PONG proves we have read every message up to newest_id.
-                if newest_id is not None:
-                    self._watermark.cover(newest_id)
-                    newest_id = None
+                # The PONG proves we have read every message up to the ids read before its PING.
+                if self._pings:
+                    for stream, key in self._pings.popleft().items():
+                        if stream in self._live:
+                            self._watermark(stream).cover(key)
             else:
                 await self._receive(item)
 
-    async def _next(self, pubsub: PubSub) -> Message | _Signal:
+    async def _ping(self, pubsub: PubSub, streams: Collection[StreamKey]) -> None:
+        self._pings.append(await self._measure(streams))
+        await pubsub.ping()
+
+    async def _next(self, pubsub: PubSub, handshake: bool = False) -> Message | _Signal:
         """The next message on our channels, or a PONG, or IDLE after IDLE_PING quiet seconds.
 
-        SUBSCRIBE confirmations are handled here; foreign data is skipped.
+        Confirmations are handled here (a stream joining a live connection is
+        caught up at its first one); foreign data is skipped.
         """
+        dialect = self.dialect
         while True:
             raw = await pubsub.get_message(timeout=IDLE_PING)
             if raw is None:
                 return _Signal.IDLE
             kind = raw["type"]
-            if kind == "message":
+            if kind == dialect.MESSAGE:
                 message = self._parse(raw)
                 if message is not None:
                     return message
-            elif kind == "subscribe":
-                self._confirmations.confirm(self._topic(raw["channel"]))
+            elif kind == dialect.SUBSCRIBED:
+                topic = dialect.topic_of(raw["channel"])
+                self._confirmations.confirm(topic)
+                stream = dialect.stream_of(topic)
+                if not handshake and stream not in self._live and topic in self._subscribed:
+                    await self._join(pubsub, stream)
+            elif kind == dialect.UNSUBSCRIBED:
+                topic = dialect.topic_of(raw["channel"])
+                if self._unsubscribing[topic] > 0:
+                    self._unsubscribing[topic] -= 1
+                    if not self._unsubscribing[topic]:
+                        del self._unsubscribing[topic]
+                elif topic in self._subscribed:
+                    self._dropped(topic)
             elif kind == "pong":
                 return _Signal.PONG
 
+    async def _join(self, pubsub: PubSub, stream: StreamKey) -> None:
+        """A stream's first topic is subscribed on this live connection: catch it up, or start covering it."""
+        self._live.add(stream)
+        watermark = self._watermark(stream)
+        if watermark.newest is not None:
+            await self._catch_up(stream)
+        elif watermark.blind:
+            newest = (await self._measure([stream]))[stream]
+            watermark.restart(newest)
+            self._reset_if_blind(stream, newest)
+        else:
+            await self._ping(pubsub, [stream])
+
+    def _reset_if_blind(self, stream: StreamKey, newest: EventKey) -> None:
+        watermark = self._watermark(stream)
+        if watermark.blind:
+            watermark.blind = False
+            logger.warning("events hub: events may have been lost (%s); clients get a reset", self.name)
+            self.hub.reset_topics(self._topics_of(stream), self.dialect.reset(stream, newest, "unknown-id"))
+
+    def _topics_of(self, stream: StreamKey) -> list[str]:
+        return [topic for topic in self._subscribed if self.dialect.stream_of(topic) == stream]
+
+    def _parse(self, raw: dict[str, Any]) -> Message | None:
+        """The message, or None (logged, rate-limited) for foreign data on our channel."""
+        try:
+            return self.dialect.message(self.dialect.topic_of(raw["channel"]), raw["data"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            skip_malformed(f"channel {raw['channel']!r}", exc)
+            return None
+
+    def _watermark(self, stream: StreamKey) -> Watermark:
+        watermark = self.watermarks.get(stream)
+        if watermark is None:
+            watermark = self.watermarks[stream] = Watermark()
+        return watermark
+
     async def _receive(self, message: Message) -> None:
         """Hand a live message to the hub, unless it is a duplicate or Redis did not make it."""
+        stream = self.dialect.stream_of(message.topic or "")
+        watermark = self._watermark(stream)
         now = asyncio.get_running_loop().time()
-        if self._watermark.plausible(message.key, now) or await self._made_by_redis(message):
-            self._hand_over(message)
+        if watermark.plausible(message.key, now) or await self._made_by_redis(stream, message):
+            self._hand_over(watermark, message)
 
-    def _hand_over(self, message: Message) -> None:
-        if self._watermark.is_duplicate(message.key):
+    def _hand_over(self, watermark: Watermark, message: Message) -> None:
+        if watermark.is_duplicate(message.key):
             return
-        self._watermark.handed(message.key)
+        watermark.handed(message.key)
         self.hub.fan_out(message)
 
-    async def _measure(self) -> EventKey:
-        """Read Redis's newest id and clock (the watermark's horizon); return the newest id."""
+    async def _measure(self, streams: Collection[StreamKey]) -> dict[StreamKey, EventKey]:
+        """Read Redis's clock and the newest ids of ``streams`` (the watermarks' horizon); return the ids."""
         sent_at = asyncio.get_running_loop().time()
-        newest_id = parse_id(await history.read_current_id(self._commands))
-        seconds, microseconds = await self._commands.time()
-        self._watermark.measure(seconds * 1000 + microseconds // 1000, newest_id, sent_at)
-        return newest_id
+        redis_ms, newest = await self.dialect.measure(self._commands, list(streams))
+        for stream, key in newest.items():
+            self._watermark(stream).measure(redis_ms, key, sent_at)
+        return newest
 
-    async def _made_by_redis(self, message: Message) -> bool:
+    async def _made_by_redis(self, stream: StreamKey, message: Message) -> bool:
         """Whether ``message``'s id (beyond the horizon) is one Redis made; if not, skip it as foreign."""
-        newest_id = await self._measure()
-        if message.key <= newest_id:
+        newest = (await self._measure([stream]))[stream]
+        if message.key <= newest:
             return True  # Redis's clock jumped ahead: the measure above caught up with it
         skip_malformed(
             f"channel of topic {message.topic!r}",
-            ValueError(f"id {message.id} is ahead of the newest id Redis has made ({format_key(newest_id)})"),
+            ValueError(f"id {message.id} is ahead of the newest id Redis has made ({format_key(newest)})"),
         )
         return False
 
-    async def _fill_gap(self, topics: list[str]) -> None:
-        """After a reconnect: hand over what was published while we were away (in bounded batches)."""
-        start = self._watermark.newest
-        if start is None:
-            return
+    async def _catch_up(self, stream: StreamKey) -> None:
+        """Hand over what ``stream``'s topics missed after the newest id handed, batch after batch, to the end."""
+        watermark = self._watermark(stream)
+        start = watermark.newest
+        assert start is not None
+        topics = self._topics_of(stream)
         delivered = 0
-        async with aclosing(history.read_after(self._commands, format_key(start), topics)) as batches:
+        async with aclosing(self.dialect.read_after(self._commands, stream, start, topics)) as batches:
             async for batch in batches:
                 if batch.reset is not None:
-                    logger.warning("events hub: events were lost while disconnected; clients get a reset")
-                    self._watermark.restart(batch.reset.key)
-                    self.hub.reset_all(batch.reset)
+                    logger.warning("events hub: events may have been lost (%s); clients get a reset", self.name)
+                    watermark.restart(batch.reset.key)
+                    self.hub.reset_topics(topics, batch.reset)
                     return
                 for message in batch.events:
-                    self._hand_over(message)
+                    self._hand_over(watermark, message)
                 delivered += len(batch.events)
-                self._watermark.cover(parse_id(batch.position))
+                watermark.cover(parse_id(batch.position))
         if delivered:
-            logger.info("events hub: delivered %d events missed while disconnected", delivered)
+            logger.info("events hub: delivered %d events missed meanwhile (%s)", delivered, self.name)
+
+    def _lose_live(self, streams: Collection[StreamKey]) -> None:
+        for stream in streams:
+            watermark = self.watermarks.get(stream)
+            if watermark is not None and watermark.newest is None:
+                watermark.blind = True
+        self._live.difference_update(streams)
 
     async def _disconnected(self) -> None:
         self._connected.clear()
-        metrics.HUB_CONNECTED.set(0)
         async with self._lock:
-            self._confirmations.fail("Redis connection lost")
+            self._lose_live(list(self._live))
+            self._confirmations.fail(f"{self.name} connection lost")
             self._subscribed.clear()
-            metrics.TOPICS_SUBSCRIBED.set(0)
+            self._per_stream.clear()
+            self._unsubscribing.clear()
+            self._pings.clear()
             pubsub, self._pubsub = self._pubsub, None
+        self._state_changed()
         if pubsub is not None:
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (redis.RedisError, OSError):
+            except REDIS_ERRORS:
                 pass

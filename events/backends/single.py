@@ -2,24 +2,34 @@
 
 What the rest of the app asks of Redis, done the way it always was: the
 publish script (``XADD`` to ``P:history`` + ``PUBLISH``), one history stream,
-one pub/sub connection per worker (``pubsub.py``) and plain ``<ms>-<seq>`` ids.
+one pub/sub connection per worker (``reader.py``, with :class:`SingleDialect`) and plain ``<ms>-<seq>`` ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Collection, Iterable
 from contextlib import aclosing
 from functools import partial
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.client import PubSub
 
 from ..conf import conf
-from ..core.ids import is_valid_id, parse_id
+from ..core.ids import EventKey, format_key, is_valid_id, parse_id
+from ..core.messages import Message
 from ..core.subscriber import Subscriber
 from . import history
-from .connection import channel_name, get_async_client, get_sync_client, history_key
-from .reader import HubSide, PubSubConnection
+from .connection import (
+    channel_name,
+    channel_prefix,
+    get_async_client,
+    get_sync_client,
+    history_key,
+    new_hub_command_client,
+    new_pubsub_client,
+)
+from .reader import HubSide, Reader, StreamKey
 from .scripts import LuaScript
 from .shared_reads import shared_reads
 
@@ -33,6 +43,50 @@ _PUBLISH = LuaScript(PUBLISH_SCRIPT)
 
 # Longest id we accept: two 20-digit numbers and a dash.
 MAX_ID_LENGTH = 41
+
+
+class SingleDialect:
+    """Classic pub/sub on ``P:topic:<topic>`` channels, one history stream (key None) for every topic."""
+
+    MESSAGE = "message"
+    SUBSCRIBED = "subscribe"
+    UNSUBSCRIBED = "unsubscribe"
+
+    def __init__(self) -> None:
+        self._prefix = channel_prefix()
+        self._prefix_length = len(self._prefix.encode())
+
+    def topic_of(self, channel: bytes) -> str:
+        return channel[self._prefix_length :].decode()
+
+    def stream_of(self, topic: str) -> None:
+        return None
+
+    def message(self, topic: str, data: bytes) -> Message:
+        return Message.from_pubsub(topic, data)
+
+    async def subscribe(self, pubsub: PubSub, topics: list[str]) -> None:
+        await pubsub.subscribe(*[self._prefix + topic for topic in topics])
+
+    async def unsubscribe(self, pubsub: PubSub, topics: list[str]) -> None:
+        await pubsub.unsubscribe(*[self._prefix + topic for topic in topics])
+
+    async def measure(
+        self, client: redis.asyncio.Redis, streams: Collection[StreamKey]
+    ) -> tuple[int, dict[StreamKey, EventKey]]:
+        newest = parse_id(await history.read_current_id(client))
+        seconds, microseconds = await client.time()
+        return seconds * 1000 + microseconds // 1000, {None: newest}
+
+    async def read_after(
+        self, client: redis.asyncio.Redis, stream: StreamKey, since: EventKey, topics: list[str]
+    ) -> AsyncGenerator[history.Batch, None]:
+        async with aclosing(history.read_after(client, format_key(since), topics)) as batches:
+            async for batch in batches:
+                yield batch
+
+    def reset(self, stream: StreamKey, key: EventKey, reason: str) -> Message:
+        return Message.reset(format_key(key), reason)
 
 
 def _publish_args(topic: str, event: str, payload: str) -> list[Any]:
@@ -66,7 +120,7 @@ class SingleNodeBackend:
         return _text(await _PUBLISH.arun(get_async_client(), [history_key()], _publish_args(topic, event, payload)))
 
     def current_id(self, topics: Iterable[str] | None) -> str:
-        return history.current_id()
+        return history.decode(history.READ.run(get_sync_client(), [history_key()], history.NOW)[0])
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
         # Asked for at the same moment (a burst of long-polls): one read (shared_reads.py).
@@ -102,8 +156,8 @@ class SingleNodeBackend:
         """The ``last_id`` of a long-poll that got no event."""
         return since if batch is None else max(since, batch.last_id, key=parse_id)
 
-    def new_pubsub(self, hub: HubSide) -> PubSubConnection:
-        return PubSubConnection(hub)
+    def new_pubsub(self, hub: HubSide) -> Reader:
+        return Reader(hub, SingleDialect(), new_pubsub_client(), new_hub_command_client())
 
     async def ping(self) -> bool:
         return bool(await get_async_client().ping())

@@ -1,6 +1,6 @@
 """The hub reader's knowledge of event ids: which are duplicates, where a gap fill starts, which are foreign.
 
-Owned by the Redis side (``pubsub.py``); pure bookkeeping, no I/O.
+Owned by the Redis side (``reader.py``); pure bookkeeping, no I/O.
 
 - ``covered``: every event up to this id has been handed to the hub, or the
   history was read up to it. Only ids Redis itself gave us move it: the
@@ -39,7 +39,7 @@ MARGIN_MS = 1000
 
 
 class Watermark:
-    __slots__ = ("_horizon_ms", "_measured_at", "covered", "newest")
+    __slots__ = ("_horizon_ms", "_measured_at", "blind", "covered", "newest")
 
     def __init__(self) -> None:
         self.covered: EventKey | None = None
@@ -48,6 +48,9 @@ class Watermark:
         # (our monotonic clock, seconds); no bound before the first check.
         self._horizon_ms: int | None = None
         self._measured_at = 0.0
+        # Lost while live before any id was known (a cluster group whose node
+        # failed at once): its clients get a reset when it is back.
+        self.blind = False
 
     def is_duplicate(self, key: EventKey) -> bool:
         return self.covered is not None and key <= self.covered

@@ -7,9 +7,9 @@ hub subscribes to a topic's channel while at least one local client wants it
 local client of the topic. One ticker task per process sends heartbeats,
 enforces the write timeout and the stream age. The Redis side (connection,
 subscriptions, reconnects, filling gaps from the history, dropping
-duplicates) is the backend's (``pubsub.py``, or ``cluster/pubsub.py``),
-made by the ``connect`` the hub is given. Both see the hub only as its
-``pubsub.HubSide`` (``wanted_topics``, ``fan_out``, ``reset_all``,
+duplicates) is the backends' shared reader (``backends/reader.py``, once per
+primary on a cluster), made by the ``connect`` the hub is given. It sees the
+hub only as its ``reader.HubSide`` (``wanted_topics``, ``fan_out``,
 ``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
@@ -23,15 +23,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 
-import redis
-
 from .. import metrics
+from ..backends.errors import REDIS_ERRORS
 from ..backends.reader import HubConnection
 from ..conf import conf
 from ..exceptions import HubUnavailable
 from .messages import Message
 from .subscriber import Subscriber
-from .tasks import wait_shared
+from .tasks import cancel_and_wait, wait_shared
 
 logger = logging.getLogger("events.hub")
 
@@ -39,6 +38,8 @@ logger = logging.getLogger("events.hub")
 # confirmed before it is told to retry later.
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
+# What makes ``attach`` refuse a client (it should retry later).
+_REFUSED: tuple[type[Exception], ...] = (HubUnavailable, *REDIS_ERRORS)
 
 
 class Hub:
@@ -84,10 +85,8 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            # Not ``await task``: a cancellation of the caller must propagate.
+            await cancel_and_wait(task)
         self._tasks = []
         if self.pubsub is not None:
             await self.pubsub.aclose()
@@ -117,6 +116,9 @@ class Hub:
             except TimeoutError:
                 _count_rejected(client, "redis")
                 raise HubUnavailable("Redis is unreachable") from None
+            if self.closing:
+                # Shutdown began while we waited: it closed the clients it knew, not this one.
+                raise HubUnavailable("the server is shutting down")
 
         (self.streams if client.is_stream else self.polls).add(client)
         (metrics.STREAMS_OPEN if client.is_stream else metrics.POLLS_WAITING).inc()
@@ -126,7 +128,7 @@ class Hub:
             waiters = await self.pubsub.subscribe(client.topics)
             if waiters:
                 await wait_shared(waiters, SUBSCRIBE_WAIT)
-        except (TimeoutError, HubUnavailable, redis.RedisError, OSError) as exc:
+        except _REFUSED as exc:
             self.detach(client)
             _count_rejected(client, "redis")
             raise HubUnavailable(f"Redis did not confirm the subscription ({type(exc).__name__})") from None
@@ -157,7 +159,7 @@ class Hub:
         if unwanted and self.pubsub is not None:
             self.pubsub.release(unwanted)
 
-    # Fan-out (what pubsub.HubSide asks of the hub) ---------------------
+    # Fan-out (what reader.HubSide asks of the hub) ---------------------
 
     def wanted_topics(self) -> Collection[str]:
         """The topics at least one local client wants (a live view)."""
@@ -171,11 +173,6 @@ class Hub:
             for client in clients:
                 client.push(message)
             metrics.EVENTS_DELIVERED.inc(len(clients))
-
-    def reset_all(self, message: Message) -> None:
-        """Send ``message`` (a reset) to every client: events may have been lost."""
-        for client in [*self.streams, *self.polls]:
-            client.push(message)
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""

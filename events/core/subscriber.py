@@ -109,11 +109,13 @@ class Subscriber:
             # Parked with an empty queue: write now, what take() would give.
             admitted = self.admit(message)
             if admitted is not None:
-                # Should the write fail, the connection is broken: the
-                # stream's task meets that on its next write and ends; the
-                # client resumes from its last id.
-                self._write_now(admitted.frame)
-                self.delivered += 1
+                if self._write_now(admitted.frame):
+                    self.delivered += 1
+                else:
+                    # The connection broke under this event: end the stream
+                    # (its end is logged) rather than drop the event. The
+                    # client resumes from the last id it got, before this one.
+                    self.close("write-failed")
             return
         self.pending.append(message)
         if len(self.pending) > self.queue_size:

@@ -9,16 +9,17 @@ from typing import Any
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` (if any) and return once it has ended.
 
-    Its ``CancelledError`` is the task's, not the caller's, so it is not
-    raised here; any other exception the task ends with is.
+    The task's own ``CancelledError`` is not raised here; any other exception
+    it ends with is. The caller's cancellation is: ``asyncio.wait`` (not
+    ``await task``, whose ``CancelledError`` could be either) propagates it
+    and leaves the task alone.
     """
     if task is None:
         return
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.result()
 
 
 async def wait_set(event: asyncio.Event, timeout: float) -> bool:

@@ -29,7 +29,7 @@ def _answer(messages: list[Message], last_id: str) -> dict[str, Any]:
 
 
 async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]:
-    """The JSON answer of one long-poll. Raises HubUnavailable or redis.RedisError."""
+    """The JSON answer of one long-poll. Raises HubUnavailable or one of ``REDIS_ERRORS``."""
     backend = get_backend()
     if since is None:
         since = await backend.acurrent_id(topics)

@@ -27,11 +27,11 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-import redis
 from django.http import StreamingHttpResponse
 
 from .. import metrics
 from ..backends.active import get_backend, get_hub
+from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..core import sse
 from ..core.subscriber import HEARTBEAT, Subscriber
@@ -159,7 +159,7 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             # position in each group: "now", read before subscribing, so that
             # nothing published in between is missed (single Redis: None).
             resume_from = last_event_id or await backend.start_position(topics)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             end = "redis-error"
             yield sse.encode_comment(f"unavailable: cannot read positions ({type(exc).__name__}); retry later")
             return
@@ -196,7 +196,7 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
                         client.sending_since = loop.time()
                         yield chunk
                         client.sending_since = None
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             end = "redis-error"
             yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
             return

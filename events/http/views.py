@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-import redis
 from django.core.exceptions import DisallowedHost, SuspiciousOperation, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..authorization import denied_topics
 from ..backends.active import get_backend, get_hub
 from ..backends.connection import describe_error
+from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..exceptions import HubUnavailable
 from ..serving.handlers import thread_lean, warn_unless_events_handler
@@ -126,7 +126,7 @@ async def poll(request: HttpRequest, topics: frozenset[str], since: str | None) 
         answer = await long_poll(topics, since)
     except HubUnavailable as exc:
         return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("events: long-poll failed: %s", describe_error(exc))
         return unavailable(f"Redis is unreachable or busy ({type(exc).__name__}). Retry later.")
     response = JsonResponse(answer)
@@ -140,7 +140,7 @@ async def health(request: HttpRequest) -> HttpResponse:
     hub = get_hub()
     try:
         redis_ok = await get_backend().ping()
-    except (redis.RedisError, OSError):
+    except REDIS_ERRORS:
         redis_ok = False
     hub_state = "connected" if hub.connected else ("disconnected" if hub.started else "idle")
     healthy = redis_ok and hub_state != "disconnected" and not hub.closing

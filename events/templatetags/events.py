@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import redis
 from django import template
 from django.templatetags.static import static
 from django.urls import reverse
@@ -32,6 +31,8 @@ from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString
 
 from ..backends.active import current_id
+from ..backends.connection import describe_error
+from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..http.topics import validate_topic
 from ..tokens import make_token
@@ -63,8 +64,8 @@ def _newest_id(topics: list[str]) -> str | None:
     try:
         # The topics matter on a Redis Cluster only (a position per slot group).
         return current_id(topics)
-    except redis.RedisError as exc:
-        logger.warning("live_events: cannot read the newest event id: %s", exc)
+    except REDIS_ERRORS as exc:
+        logger.warning("live_events: cannot read the newest event id: %s", describe_error(exc))
         return None
 
 

@@ -79,8 +79,12 @@ def nginx(site: DemoSite, app: UvicornServer) -> Iterator[Nginx]:
 @pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     # Package scope: Playwright's event loop must be gone before the suite's
-    # asyncio tests (in later modules) run.
-    with sync_playwright() as playwright:
+    # asyncio tests (in later modules) run. While it runs in this thread,
+    # Django's async-unsafe calls (the ORM, events.publish) refuse to run
+    # unless DJANGO_ALLOW_ASYNC_UNSAFE is set, as Django's documentation says
+    # for Playwright; these tests call them between browser steps, which is safe.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         yield playwright
 
 

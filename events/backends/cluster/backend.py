@@ -2,7 +2,7 @@
 
 Same duties as the single-node backend, on a cluster: ``publish`` runs the
 script on the topic's group's shard (``XADD`` + ``SPUBLISH``), the hub keeps
-one sharded pub/sub connection per primary (``pubsub.py``), clients hold one
+the shared reader once per primary (``pubsub.py``), clients hold one
 position per slot group and see composite ids (``positions.py``), and a
 resume reads each group's history on its own shard (``history.py``).
 """
@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
 
-import redis
 from redis.asyncio.cluster import RedisCluster
 
-from ...core.ids import format_key, is_valid_id, parse_id
+from ...core.ids import format_key, is_valid_id
 from ...core.messages import Message
 from ...core.subscriber import Subscriber
-from ..history import READ, Batch
+from ..errors import REDIS_ERRORS
+from ..history import Batch
 from ..reader import HubSide
 from . import history, publishing
-from .connection import get_sync_cluster, run_command
-from .layout import GROUPS, history_key
+from .connection import run_command
+from .layout import GROUPS
 from .messages import GroupMessage, PositionedMessage
 from .positions import MAX_LENGTH, Positions, format_positions, is_composite, parse_positions
 from .pubsub import ShardedPubSub
@@ -44,13 +44,10 @@ class ClusterBackend:
         return await publishing.apublish(topic, event, payload)
 
     def current_id(self, topics: Iterable[str] | None) -> str:
-        groups = sorted(history.groups_of(topics)) if topics is not None else list(range(GROUPS))
-        client = get_sync_cluster()
-        return format_positions({group: parse_id(READ.run(client, [history_key(group)], ["$"])[0]) for group in groups})
+        return format_positions(history.current_positions_sync(_groups(topics)))
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
-        groups = history.groups_of(topics) if topics is not None else range(GROUPS)
-        return format_positions(await history.current_positions(groups))
+        return format_positions(await history.current_positions(_groups(topics)))
 
     async def start_position(self, topics: frozenset[str]) -> str | None:
         """Where a stream without ``Last-Event-ID`` starts: the current position of its groups."""
@@ -132,8 +129,14 @@ class ClusterBackend:
                 try:
                     if await client.ping(target_nodes=node):
                         return True
-                except (redis.RedisError, OSError):
+                except REDIS_ERRORS:
                     continue
             return False
 
         return await run_command(any_primary)
+
+
+def _groups(topics: Iterable[str] | None) -> Iterable[int]:
+    """The slot groups of ``topics``; every group without topics (``current_id()`` covers everything)."""
+    groups = history.groups_of(topics or ())
+    return groups if groups else range(GROUPS)

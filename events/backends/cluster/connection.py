@@ -154,14 +154,18 @@ async def _initialized() -> redis.asyncio.cluster.RedisCluster:
     return client
 
 
-def node_client(host: str, port: int) -> redis.asyncio.Redis:
-    """A plain client for one node's pub/sub connection: no retries, no read timeout (the reader pings)."""
+def node_client(host: str, port: int, timeout: float | None = None) -> redis.asyncio.Redis:
+    """A plain client of one node, no retries.
+
+    For the hub's pub/sub connection there (no read timeout: the reader
+    pings), and for its few commands there (``timeout``).
+    """
     return redis.asyncio.Redis(
         host=host,
         port=port,
         retry=AsyncRetry(NoBackoff(), 0),
         socket_connect_timeout=2.0,
-        socket_timeout=None,
+        socket_timeout=timeout,
         **node_options(),
     )
 

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
 from ...core.ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
 from ...core.messages import skip_malformed
-from ..history import BATCH, READ, _decode
-from .connection import run_command
+from ..history import BATCH, READ, decode
+from .connection import get_sync_cluster, run_command
 from .layout import group_of, history_key
 from .messages import GroupMessage
 from .positions import Positions
@@ -54,13 +55,20 @@ def _read(group: int, args: list[str | int]) -> Callable[[RedisCluster], Awaitab
     return lambda client: READ.arun(client, [history_key(group)], args)
 
 
+async def _run_read(group: int, args: list[str | int], node: redis.asyncio.Redis | None) -> Any:
+    """The read script on ``group``'s stream: through the cluster client, or on ``node`` (the hub reader's)."""
+    if node is None:
+        return await run_command(_read(group, args))
+    return await READ.arun(node, [history_key(group)], args)
+
+
 def _messages(group: int, entries: list[tuple[bytes, list[bytes]]]) -> list[GroupMessage]:
     messages = []
     for id, fields in entries:
         try:
             message = GroupMessage.from_history(id, fields)
         except (ValueError, TypeError) as exc:
-            skip_malformed(f"history entry {_decode(id)} of group {group}", exc)
+            skip_malformed(f"history entry {decode(id)} of group {group}", exc)
             continue
         assert isinstance(message, GroupMessage)
         message.group = group
@@ -68,24 +76,27 @@ def _messages(group: int, entries: list[tuple[bytes, list[bytes]]]) -> list[Grou
     return messages
 
 
-async def read_group(group: int, since: EventKey | None, topics: list[str], limit: int = BATCH) -> GroupBatch:
+async def read_group(
+    group: int, since: EventKey | None, topics: list[str], limit: int = BATCH, node: redis.asyncio.Redis | None = None
+) -> GroupBatch:
     """The events on ``topics`` among the next ``limit`` entries of a group after ``since``, or a reset reason.
 
     ``since`` None: the client named no position in this group (unknown).
-    Continue from ``batch.position`` while ``batch.more``.
+    Continue from ``batch.position`` while ``batch.more``. ``node``: read
+    there (the node the hub reader is on) rather than through the cluster client.
     """
     if since is None:
-        raw_last, *_ = await run_command(_read(group, ["$", 0]))
+        raw_last, *_ = await _run_read(group, ["$", 0], node)
         return GroupBatch(group, parse_id(raw_last), reset_reason="unknown-id")
     since_id = format_key(since)
-    raw_last, raw_first, trimmed, known, raw_position, more, entries = await run_command(
-        _read(group, [since_id, limit, *topics])
+    raw_last, raw_first, trimmed, known, raw_position, more, entries = await _run_read(
+        group, [since_id, limit, *topics], node
     )
     last_key = parse_id(raw_last)
     if known or (since_id == ZERO_ID and not trimmed):
         events = _messages(group, entries)
         return GroupBatch(group, last_key, parse_id(raw_position), bool(more), events)
-    first_id = _decode(raw_first)
+    first_id = decode(raw_first)
     if trimmed and (since_id == ZERO_ID or (first_id and since < parse_id(first_id))):
         return GroupBatch(group, last_key, reset_reason="history-expired")
     return GroupBatch(group, last_key, reset_reason="unknown-id")
@@ -105,12 +116,30 @@ async def read_first_batches(positions: Positions | None, topics: Iterable[str])
 
 
 async def current_positions(groups: Iterable[int]) -> Positions:
-    """The newest id of each group's stream (``0-0`` before its first event)."""
-
-    async def last(group: int) -> EventKey:
-        raw_last, *_ = await run_command(_read(group, ["$", 0]))
-        return parse_id(raw_last)
-
+    """The newest id of each group's stream (``0-0`` before its first event): one pipeline, every shard in parallel."""
     wanted = sorted(set(groups))
-    lasts = await asyncio.gather(*(last(group) for group in wanted))
-    return dict(zip(wanted, lasts, strict=True))
+
+    async def read(client: RedisCluster) -> list[Any]:
+        pipe = client.pipeline()
+        for group in wanted:
+            pipe.xrevrange(history_key(group), "+", "-", count=1)
+        return await pipe.execute()
+
+    return newest_of(wanted, await run_command(read))
+
+
+def current_positions_sync(groups: Iterable[int]) -> Positions:
+    """:func:`current_positions` for synchronous callers (``current_id``, the template tag)."""
+    wanted = sorted(set(groups))
+    pipe = get_sync_cluster().pipeline()  # type: ignore[no-untyped-call]
+    for group in wanted:
+        pipe.xrevrange(history_key(group), "+", "-", count=1)
+    return newest_of(wanted, pipe.execute())
+
+
+def newest_of(groups: list[int], replies: list[Any]) -> Positions:
+    """Positions from one ``XREVRANGE key + - COUNT 1`` reply per group (the newest entry, or none)."""
+    return {
+        group: parse_id(decode(reply[0][0])) if reply else ZERO_KEY
+        for group, reply in zip(groups, replies, strict=True)
+    }

@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import Any
 
 from ...core.messages import Message
-from .layout import group_of
 from .positions import format_positions
 
 
@@ -27,11 +26,6 @@ class GroupMessage(Message):
         grouped = cls(message.id, message.topic, message.event, message.data_json)
         grouped.group = group
         return grouped
-
-    @classmethod
-    def for_topic(cls, message: Message) -> GroupMessage:
-        assert message.topic is not None
-        return cls.in_group(message, group_of(message.topic))
 
     @cached_property
     def solo(self) -> PositionedMessage:
