@@ -12,8 +12,23 @@ made by the ``connect`` the hub is given. Both see the hub only as its
 ``pubsub.HubSide`` (``wanted_topics``, ``fan_out``, ``reset_all``,
 ``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
+Bursts (see docs/howto/overload.md). While the hub keeps up, ``fan_out``
+hands each message to its clients at once, in the reader's call: nothing more
+per client than that. Once more than :data:`SLICE_PUSHES` client pushes were
+made within :data:`SLICE_SECONDS` (the hub is behind: a burst, a flood), new
+messages wait in :attr:`Hub.pending`, where invalidations coalesce: one entry
+per topic and event name, the newest (ids still increase per client, so a
+resume from any id a client saw is exact). The dispatcher task then delivers
+them oldest first, in slices of at most :data:`SLICE_PUSHES` clients, yielding
+to the event loop between slices: health checks, other topics' events and new
+connections are served in between, and a busy topic holds at most one entry
+per event name ahead of another topic's event. ``pending`` is bounded in
+entries and bytes (:data:`PENDING_MAX`, :data:`PENDING_BYTES`); beyond, each
+topic keeps only its newest event, and beyond that its clients get one
+``reset``.
+
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
-reader and ticker tasks; ``begin_shutdown()`` ends every client cleanly and
+reader, ticker and dispatcher tasks; ``begin_shutdown()`` ends every client cleanly and
 refuses new ones; ``stop()`` cancels and awaits the tasks and closes Redis.
 """
 
@@ -40,6 +55,16 @@ logger = logging.getLogger("events.hub")
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
 
+# The fan-out's slices (see the module doc): at most this many client pushes
+# (about 10 ms of work) between two yields to the event loop while behind, and
+# made at once within SLICE_SECONDS before the hub counts as behind.
+SLICE_PUSHES = 1000
+SLICE_SECONDS = 0.05
+# Bounds of the messages waiting while the hub is behind: entries (topic and
+# event name pairs) and payload bytes.
+PENDING_MAX = 10_000
+PENDING_BYTES = 16 * 1024 * 1024
+
 
 class Hub:
     def __init__(self, connect: Callable[[Hub], HubConnection]) -> None:
@@ -52,6 +77,18 @@ class Hub:
         self.closing = False
         self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Messages waiting while the hub is behind, oldest first: (topic,
+        # event name) -> (newest message, the topics whose clients get it).
+        self.pending: dict[tuple[str | None, str], tuple[Message, tuple[str, ...]]] = {}
+        self._pending_bytes = 0
+        # The current slice of immediate fan-out: its start (loop time) and pushes made.
+        self._slice_start = float("-inf")
+        self._slice_pushes = 0
+        # True from the first message queued until the dispatcher has
+        # delivered the last: meanwhile every message queues, so that each
+        # client gets its messages in order.
+        self.behind = False
+        self._wake_dispatcher = asyncio.Event()
 
     # Lifecycle ----------------------------------------------------------
 
@@ -70,6 +107,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self.pubsub.read_forever(), name="events-hub-reader"),
             asyncio.create_task(self._tick_forever(), name="events-hub-ticker"),
+            asyncio.create_task(self._dispatch_forever(), name="events-hub-dispatcher"),
         ]
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
@@ -89,6 +127,8 @@ class Hub:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        self.pending.clear()
+        self.behind = False
         if self.pubsub is not None:
             await self.pubsub.aclose()
             self.pubsub = None
@@ -164,13 +204,104 @@ class Hub:
         return self.topic_clients.keys()
 
     def fan_out(self, message: Message) -> None:
-        """Hand ``message`` to every local client of its topic (the reader dropped duplicates)."""
+        """Hand ``message`` to every local client of its topic (the reader dropped duplicates).
+
+        At once while the hub keeps up; else queued, coalescing, for the
+        dispatcher (see the module doc). O(1) when queued.
+        """
         metrics.EVENTS_RECEIVED.inc()
-        clients = self.topic_clients.get(message.topic) if message.topic is not None else None
-        if clients:
+        topic = message.topic
+        clients = self.topic_clients.get(topic) if topic is not None else None
+        if not clients:
+            return
+        if not self.behind:
+            now = asyncio.get_running_loop().time()
+            if now - self._slice_start >= SLICE_SECONDS:
+                self._slice_start = now
+                self._slice_pushes = 0
+            if self._slice_pushes < SLICE_PUSHES:
+                # The common case, and the whole fan-out of an idle hub.
+                self._slice_pushes += len(clients)
+                for client in clients:
+                    client.push(message)
+                metrics.EVENTS_DELIVERED.inc(len(clients))
+                return
+        assert topic is not None
+        self._queue((topic, message.event), message, (topic,))
+
+    def _queue(self, key: tuple[str | None, str], message: Message, topics: tuple[str, ...]) -> None:
+        """Wait in ``pending``, replacing an older message of the same key (which moves to the end)."""
+        pending = self.pending
+        older = pending.pop(key, None)
+        if older is not None:
+            self._pending_bytes -= len(older[0].data_json)
+            metrics.HUB_COALESCED.inc()
+        elif not self.behind:
+            self.behind = True
+            self._wake_dispatcher.set()
+        pending[key] = (message, topics)
+        self._pending_bytes += len(message.data_json)
+        if len(pending) > PENDING_MAX or self._pending_bytes > PENDING_BYTES:
+            self._shrink_pending()
+
+    def _shrink_pending(self) -> None:
+        """Over the bounds: the newest event per topic only; if still over, one reset per scope."""
+        latest: dict[str | None, tuple[Message, tuple[str, ...]]] = {}
+        for (topic, _), entry in self.pending.items():
+            latest.pop(topic, None)
+            latest[topic] = entry
+        size = sum(len(message.data_json) for message, _ in latest.values())
+        metrics.HUB_COALESCED.inc(len(self.pending) - len(latest))
+        if len(latest) <= PENDING_MAX and size <= PENDING_BYTES:
+            self.pending = {(topic, message.event): entry for topic, entry in latest.items() for message in entry[:1]}
+            self._pending_bytes = size
+            return
+        # Their clients re-fetch everything: one reset per scope (a Redis
+        # Cluster slot group; single node: one), from the newest event in it.
+        merged: dict[object, tuple[Message, set[str]]] = {}
+        for message, topics in latest.values():
+            scope = message.reset_scope()
+            _, seen = merged.pop(scope, (message, set()))
+            merged[scope] = (message, seen.union(topics))
+        self.pending = {
+            (None, f"reset:{scope}"): (message.as_reset("overflow"), tuple(topics))
+            for scope, (message, topics) in merged.items()
+        }
+        self._pending_bytes = sum(len(message.data_json) for message, _ in self.pending.values())
+
+    async def _dispatch_forever(self) -> None:
+        """Deliver ``pending``, oldest first, in slices, yielding to the loop between them."""
+        while True:
+            await self._wake_dispatcher.wait()
+            self._wake_dispatcher.clear()
+            while self.pending:
+                # Let everything else that is ready run first (that is the point).
+                await asyncio.sleep(0)
+                pending = self.pending
+                key = next(iter(pending))
+                message, topics = pending.pop(key)
+                self._pending_bytes -= len(message.data_json)
+                await self._deliver_in_slices(message, topics)
+            # Caught up: the next message goes out at once again.
+            self.behind = False
+            self._slice_start = float("-inf")
+
+    async def _deliver_in_slices(self, message: Message, topics: tuple[str, ...]) -> None:
+        """Push ``message`` to the clients of ``topics``, yielding to the loop every SLICE_PUSHES clients."""
+        clients = self.topic_clients.get(topics[0], set()) if len(topics) == 1 else None
+        if clients is not None and len(clients) <= SLICE_PUSHES:
             for client in clients:
                 client.push(message)
             metrics.EVENTS_DELIVERED.inc(len(clients))
+            return
+        # A copy: clients come and go while the loop runs between slices.
+        snapshot = list(clients if clients is not None else {c for t in topics for c in self.topic_clients.get(t, ())})
+        for start in range(0, len(snapshot), SLICE_PUSHES):
+            if start:
+                await asyncio.sleep(0)
+            for client in snapshot[start : start + SLICE_PUSHES]:
+                client.push(message)
+        metrics.EVENTS_DELIVERED.inc(len(snapshot))
 
     def reset_all(self, message: Message) -> None:
         """Send ``message`` (a reset) to every client: events may have been lost."""

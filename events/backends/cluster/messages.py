@@ -33,6 +33,12 @@ class GroupMessage(Message):
         assert message.topic is not None
         return cls.in_group(message, group_of(message.topic))
 
+    def reset_scope(self) -> object:
+        return self.group
+
+    def as_reset(self, reason: str) -> Message:
+        return GroupMessage.in_group(Message.reset(self.id, reason), self.group)
+
     @cached_property
     def solo(self) -> PositionedMessage:
         """The message as every client whose topics are all in this group sees it (built once)."""
