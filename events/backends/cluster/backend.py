@@ -22,7 +22,7 @@ from ..history import READ, Batch
 from ..reader import HubSide
 from . import history, publishing
 from .connection import get_sync_cluster, run_command
-from .layout import GROUPS, history_key
+from .layout import GROUPS, history_key, newest_key
 from .messages import GroupMessage, PositionedMessage
 from .positions import MAX_LENGTH, Positions, format_positions, is_composite, parse_positions
 from .pubsub import ShardedPubSub
@@ -46,7 +46,12 @@ class ClusterBackend:
     def current_id(self, topics: Iterable[str] | None) -> str:
         groups = sorted(history.groups_of(topics)) if topics is not None else list(range(GROUPS))
         client = get_sync_cluster()
-        return format_positions({group: parse_id(READ.run(client, [history_key(group)], ["$"])[0]) for group in groups})
+        return format_positions(
+            {
+                group: parse_id(READ.run(client, [history_key(group), newest_key(group)], ["$", 0, 0])[0])
+                for group in groups
+            }
+        )
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
         groups = history.groups_of(topics) if topics is not None else range(GROUPS)

@@ -22,9 +22,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from ...core.ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
 from ...core.messages import skip_malformed
-from ..history import BATCH, READ, _decode
+from ..history import BATCH, BATCH_BYTES, READ, _decode
 from .connection import run_command
-from .layout import group_of, history_key
+from .layout import group_of, history_key, newest_key
 from .messages import GroupMessage
 from .positions import Positions
 
@@ -51,7 +51,7 @@ def groups_of(topics: Iterable[str]) -> dict[int, list[str]]:
 
 
 def _read(group: int, args: list[str | int]) -> Callable[[RedisCluster], Awaitable[Any]]:
-    return lambda client: READ.arun(client, [history_key(group)], args)
+    return lambda client: READ.arun(client, [history_key(group), newest_key(group)], args)
 
 
 def _messages(group: int, entries: list[tuple[bytes, list[bytes]]]) -> list[GroupMessage]:
@@ -75,11 +75,11 @@ async def read_group(group: int, since: EventKey | None, topics: list[str], limi
     Continue from ``batch.position`` while ``batch.more``.
     """
     if since is None:
-        raw_last, *_ = await run_command(_read(group, ["$", 0]))
+        raw_last, *_ = await run_command(_read(group, ["$", 0, 0]))
         return GroupBatch(group, parse_id(raw_last), reset_reason="unknown-id")
     since_id = format_key(since)
     raw_last, raw_first, trimmed, known, raw_position, more, entries = await run_command(
-        _read(group, [since_id, limit, *topics])
+        _read(group, [since_id, limit, BATCH_BYTES, *topics])
     )
     last_key = parse_id(raw_last)
     if known or (since_id == ZERO_ID and not trimmed):
@@ -108,7 +108,7 @@ async def current_positions(groups: Iterable[int]) -> Positions:
     """The newest id of each group's stream (``0-0`` before its first event)."""
 
     async def last(group: int) -> EventKey:
-        raw_last, *_ = await run_command(_read(group, ["$", 0]))
+        raw_last, *_ = await run_command(_read(group, ["$", 0, 0]))
         return parse_id(raw_last)
 
     wanted = sorted(set(groups))
