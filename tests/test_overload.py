@@ -12,14 +12,23 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
 
 from events import publish
+from events.backends.connection import close_sync_clients, history_key
+from events.core.ids import parse_id
 
-from .servers import UvicornServer, wait_for
-from .sse import RawStream, open_raw_stream
+from .servers import RedisClusterServers, RedisServer, UvicornServer, wait_for
+from .sse import RawStream, open_raw_stream, open_stream
+from .waits import opened
 
 STREAMS = 1000
 BURST = 500
@@ -151,3 +160,160 @@ async def test_a_burst_does_not_stop_the_worker(
             await watcher.close()
         if "lone" in locals():
             await lone.close()
+
+
+# Quiet topics are cheap ------------------------------------------------------------
+
+# Commands a history read may run (the script, and what the script runs).
+HISTORY_COMMANDS = ("evalsha", "eval", "hmget", "hget", "xrange", "exists", "xinfo|stream")
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+def history_commands(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    spent = {name: after.get(name, 0) - before.get(name, 0) for name in HISTORY_COMMANDS}
+    return {name: count for name, count in spent.items() if count}
+
+
+@pytest.fixture
+def private_redis(own_redis: Callable[[], RedisServer]) -> Iterator[RedisServer]:
+    """A redis-server of our own (its command counts are ours alone), publish() pointed at it."""
+    redis_server = own_redis()
+    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
+        yield redis_server
+    close_sync_clients()
+
+
+POLLS = 10
+BUSY_EVENTS = 5000
+
+
+async def test_a_poll_on_a_quiet_topic_costs_a_few_commands_whatever_the_history(
+    private_redis: RedisServer, start_server: Callable[..., UvicornServer], make_topic: Callable[[], str]
+) -> None:
+    srv = start_server({"REDIS_URL": private_redis.url})
+    busy, quiet = make_topic(), make_topic()
+    ids = [publish(busy) for _ in range(BUSY_EVENTS)]
+    async with open_stream(f"{srv.url}/events/stream/?topic={quiet}") as watcher:
+        await opened(watcher)  # holds the quiet topic's subscription: only the polls' reads are counted
+        with private_redis.client() as client:
+            before = command_calls(client)
+            async with httpx.AsyncClient(timeout=10) as http:
+                # Different ids (no two polls can share a read), each at the start of the busy history.
+                answers = await asyncio.gather(
+                    *(http.get(f"{srv.url}/events/poll/?topic={quiet}&since={since}") for since in ids[:POLLS])
+                )
+            after = command_calls(client)
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.json() == {"events": [], "last_id": ids[-1]}
+    spent = history_commands(before, after)
+    # Per poll: EVALSHA, HMGET (the index), XRANGE (is the id known?). The hub
+    # may have checked its connection once meanwhile (EVALSHA + HGET).
+    assert sum(spent.values()) <= 3 * POLLS + 2, spent
+    assert "xinfo|stream" not in spent and "exists" not in spent, f"the history was read: {spent}"
+
+
+async def test_the_index_keeps_replays_and_resets_exact(
+    private_redis: RedisServer, start_server: Callable[..., UvicornServer], make_topic: Callable[[], str]
+) -> None:
+    srv = start_server({"REDIS_URL": private_redis.url})
+    busy, quiet, sparse = make_topic(), make_topic(), make_topic()
+    ids = [publish(busy) for _ in range(300)]
+    middle = publish(sparse, data="middle")
+    later = [publish(busy) for _ in range(300)]
+
+    def poll(topic: str, since: str) -> dict[str, Any]:
+        answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since={since}", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    # An event in the middle of a busy history is found, and the read stops there.
+    body = await asyncio.to_thread(poll, f"{sparse}&topic={quiet}", ids[0])
+    assert [event["id"] for event in body["events"]] == [middle]
+    # Nothing after it: the next poll waits, then answers with the newest id.
+    assert await asyncio.to_thread(poll, sparse, middle) == {"events": [], "last_id": later[-1]}
+    # An id that is not in the history (between two real ones), or ahead of it: a reset.
+    ms, seq = ids[5].split("-")
+    for unknown in (f"{ms}-{int(seq) + 1000}", "99999999999999-0"):
+        [event] = (await asyncio.to_thread(poll, quiet, unknown))["events"]
+        assert (event["event"], event["data"]["reason"]) == ("reset", "unknown-id"), unknown
+    # An id the history no longer holds (trimmed): a reset too.
+    with private_redis.client() as client:
+        client.xtrim(history_key(), minid=later[0])
+    [event] = (await asyncio.to_thread(poll, quiet, ids[0]))["events"]
+    assert (event["event"], event["data"]["reason"]) == ("reset", "history-expired")
+    # A stream resuming after the middle event gets what followed on its topic, then live events.
+    async with open_stream(f"{srv.url}/events/stream/?topic={sparse}", headers={"Last-Event-ID": middle}) as stream:
+        await opened(stream)
+        live = await asyncio.to_thread(publish, sparse)
+        assert (await stream.next_event()).id == live
+
+
+async def test_a_quiet_group_read_costs_a_few_commands_on_a_cluster(
+    cluster_settings: RedisClusterServers, make_topic: Callable[[], str]
+) -> None:
+    from events.backends.cluster.history import read_group
+    from events.backends.cluster.layout import group_of, group_slot
+
+    busy = make_topic()
+    group = group_of(busy)
+    quiet = next(name for name in (make_topic() for _ in range(10_000)) if group_of(name) == group)
+    ids = [publish(busy) for _ in range(BUSY_EVENTS)]
+    node = cluster_settings.owner(group_slot(group))
+    await read_group(group, parse_id(ids[-1]), [quiet])  # the node has the script cached from now on
+    with node.client() as client:
+        before = command_calls(client)
+        batch = await read_group(group, parse_id(ids[0]), [quiet])
+        after = command_calls(client)
+    assert batch.reset_reason is None and batch.events == [] and not batch.more
+    assert batch.position == parse_id(ids[-1])
+    spent = history_commands(before, after)
+    assert sum(spent.values()) <= 3, spent
+
+
+# Memory bounded by bytes -------------------------------------------------------------
+
+RESUMERS = 20
+LARGE_EVENTS = 1000
+LARGE_PAYLOAD = "x" * 60_000
+MEMORY_BOUND = 200 * 1024 * 1024
+
+
+def memory(pid: int, field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (the peak) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
+
+
+async def test_clients_that_resume_and_never_read_cost_bounded_memory(
+    private_redis: RedisServer, start_server: Callable[..., UvicornServer], topic: str
+) -> None:
+    srv = start_server({"REDIS_URL": private_redis.url, "EVENTS_WRITE_TIMEOUT": "20"})
+    ids = [publish(topic, data=LARGE_PAYLOAD) for _ in range(LARGE_EVENTS)]
+    url = f"{srv.url}/events/stream/?topic={topic}"
+    # Warm up (imports, first connections), then measure from here.
+    async with open_stream(url) as warm:
+        await opened(warm)
+    before = memory(srv.pid, "VmRSS")
+    stuck = [await open_raw_stream(url, {"Last-Event-ID": ids[0]}, buffer=4096) for _ in range(RESUMERS)]
+    try:
+        await asyncio.to_thread(wait_for, lambda: streams_open(srv) == RESUMERS, 20, "every resumer attached")
+        # Long enough for every replay to be stuck on its client (today's
+        # peak came within seconds); the write timeout is further off.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 6
+        while loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            assert streams_open(srv) == RESUMERS
+        growth = memory(srv.pid, "VmHWM") - before
+        assert growth < MEMORY_BOUND, f"{RESUMERS} non-reading resumers cost {growth / 2**20:.0f} MB"
+        print(f"{RESUMERS} resumers: peak growth {growth / 2**20:.1f} MB")
+    finally:
+        for stream in stuck:
+            await stream.close()

@@ -14,7 +14,7 @@ made by the ``connect`` the hub is given. Both see the hub only as its
 
 Bursts (see docs/howto/overload.md). While the hub keeps up, ``fan_out``
 hands each message to its clients at once, in the reader's call: nothing more
-per client than that. Once more than :data:`SLICE_PUSHES` client pushes were
+per client than that. Once more than :data:`BEHIND_PUSHES` client pushes were
 made within :data:`SLICE_SECONDS` (the hub is behind: a burst, a flood), new
 messages wait in :attr:`Hub.pending`, where invalidations coalesce: one entry
 per topic and event name, the newest (ids still increase per client, so a
@@ -55,9 +55,11 @@ logger = logging.getLogger("events.hub")
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
 
-# The fan-out's slices (see the module doc): at most this many client pushes
-# (about 10 ms of work) between two yields to the event loop while behind, and
-# made at once within SLICE_SECONDS before the hub counts as behind.
+# The fan-out's pace (see the module doc). The hub counts as behind once it
+# has made BEHIND_PUSHES client pushes at once within SLICE_SECONDS (about
+# that long of work: it is not keeping up); then at most SLICE_PUSHES (about
+# 10 ms of work) go out between two yields to the event loop.
+BEHIND_PUSHES = 4000
 SLICE_PUSHES = 1000
 SLICE_SECONDS = 0.05
 # Bounds of the messages waiting while the hub is behind: entries (topic and
@@ -219,7 +221,7 @@ class Hub:
             if now - self._slice_start >= SLICE_SECONDS:
                 self._slice_start = now
                 self._slice_pushes = 0
-            if self._slice_pushes < SLICE_PUSHES:
+            if self._slice_pushes < BEHIND_PUSHES:
                 # The common case, and the whole fan-out of an idle hub.
                 self._slice_pushes += len(clients)
                 for client in clients:
