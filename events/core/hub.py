@@ -14,8 +14,8 @@ made by the ``connect`` the hub is given. Both see the hub only as its
 
 Bursts (see docs/howto/overload.md). While the hub keeps up, ``fan_out``
 hands each message to its clients at once, in the reader's call: nothing more
-per client than that. Once more than :data:`BEHIND_PUSHES` client pushes were
-made within :data:`SLICE_SECONDS` (the hub is behind: a burst, a flood), new
+per client than that. Once it has spent :data:`IMMEDIATE` seconds so within
+:data:`WINDOW` (the hub is behind: a burst, a flood), new
 messages wait in :attr:`Hub.pending`, where invalidations coalesce: one entry
 per topic and event name, the newest (ids still increase per client, so a
 resume from any id a client saw is exact). The dispatcher task then delivers
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 
 import redis
@@ -55,13 +56,15 @@ logger = logging.getLogger("events.hub")
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
 
-# The fan-out's pace (see the module doc). The hub counts as behind once it
-# has made BEHIND_PUSHES client pushes at once within SLICE_SECONDS (about
-# that long of work: it is not keeping up); then at most SLICE_PUSHES (about
-# 10 ms of work) go out between two yields to the event loop.
-BEHIND_PUSHES = 4000
-SLICE_PUSHES = 1000
-SLICE_SECONDS = 0.05
+# The fan-out's pace (see the module doc). Within each WINDOW seconds, the
+# hub spends at most IMMEDIATE seconds handing messages out at once (a
+# message that starts within that budget goes out whole: a lone event to many
+# clients is never split); beyond, it is behind: messages queue (and
+# coalesce) for the dispatcher, which yields to the event loop before each
+# message and every SLICE_PUSHES clients (a few ms of work).
+WINDOW = 0.1
+IMMEDIATE = 0.02
+SLICE_PUSHES = 500
 # Bounds of the messages waiting while the hub is behind: entries (topic and
 # event name pairs) and payload bytes.
 PENDING_MAX = 10_000
@@ -83,9 +86,9 @@ class Hub:
         # event name) -> (newest message, the topics whose clients get it).
         self.pending: dict[tuple[str | None, str], tuple[Message, tuple[str, ...]]] = {}
         self._pending_bytes = 0
-        # The current slice of immediate fan-out: its start (loop time) and pushes made.
-        self._slice_start = float("-inf")
-        self._slice_pushes = 0
+        # The current window (see WINDOW): its start, and seconds spent fanning out in it.
+        self._window_start = float("-inf")
+        self._window_busy = 0.0
         # True from the first message queued until the dispatcher has
         # delivered the last: meanwhile every message queues, so that each
         # client gets its messages in order.
@@ -217,16 +220,17 @@ class Hub:
         if not clients:
             return
         if not self.behind:
-            now = asyncio.get_running_loop().time()
-            if now - self._slice_start >= SLICE_SECONDS:
-                self._slice_start = now
-                self._slice_pushes = 0
-            if self._slice_pushes < BEHIND_PUSHES:
+            # The clock, not loop.time(): uvloop's stands still within one turn of the loop.
+            started = time.monotonic()
+            if started - self._window_start >= WINDOW:
+                self._window_start = started
+                self._window_busy = 0.0
+            if self._window_busy < IMMEDIATE:
                 # The common case, and the whole fan-out of an idle hub.
-                self._slice_pushes += len(clients)
                 for client in clients:
                     client.push(message)
                 metrics.EVENTS_DELIVERED.inc(len(clients))
+                self._window_busy += time.monotonic() - started
                 return
         assert topic is not None
         self._queue((topic, message.event), message, (topic,))
@@ -284,26 +288,32 @@ class Hub:
                 message, topics = pending.pop(key)
                 self._pending_bytes -= len(message.data_json)
                 await self._deliver_in_slices(message, topics)
-            # Caught up: the next message goes out at once again.
+            # Caught up: the next message goes out at once again, if the
+            # window's budget allows (the dispatcher's work counts in it).
             self.behind = False
-            self._slice_start = float("-inf")
 
     async def _deliver_in_slices(self, message: Message, topics: tuple[str, ...]) -> None:
         """Push ``message`` to the clients of ``topics``, yielding to the loop every SLICE_PUSHES clients."""
         clients = self.topic_clients.get(topics[0], set()) if len(topics) == 1 else None
         if clients is not None and len(clients) <= SLICE_PUSHES:
-            for client in clients:
-                client.push(message)
-            metrics.EVENTS_DELIVERED.inc(len(clients))
+            self._push(message, clients)
             return
         # A copy: clients come and go while the loop runs between slices.
         snapshot = list(clients if clients is not None else {c for t in topics for c in self.topic_clients.get(t, ())})
         for start in range(0, len(snapshot), SLICE_PUSHES):
             if start:
                 await asyncio.sleep(0)
-            for client in snapshot[start : start + SLICE_PUSHES]:
-                client.push(message)
-        metrics.EVENTS_DELIVERED.inc(len(snapshot))
+            self._push(message, snapshot[start : start + SLICE_PUSHES])
+
+    def _push(self, message: Message, clients: Collection[Subscriber]) -> None:
+        started = time.monotonic()
+        for client in clients:
+            client.push(message)
+        metrics.EVENTS_DELIVERED.inc(len(clients))
+        if started - self._window_start >= WINDOW:
+            self._window_start = started
+            self._window_busy = 0.0
+        self._window_busy += time.monotonic() - started
 
     def reset_all(self, message: Message) -> None:
         """Send ``message`` (a reset) to every client: events may have been lost."""
