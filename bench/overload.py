@@ -49,6 +49,7 @@ import uuid
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+SCRIPT = os.path.abspath(__file__)
 HOST = "127.0.0.1"
 
 
@@ -200,7 +201,7 @@ class Probe:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        command = [sys.executable, os.path.abspath(__file__), "--role", "probe", "--port", str(self.port)]
+        command = [sys.executable, SCRIPT, "--role", "probe", "--port", str(self.port)]
         self.process = await asyncio.create_subprocess_exec(
             *taskset(self.cpus, command), stdout=asyncio.subprocess.PIPE
         )
@@ -297,7 +298,7 @@ async def scenario(args: argparse.Namespace, name: str, port: int, pid: int, env
     await asyncio.sleep(1.0)  # the idle baseline
     busy_from = time.monotonic()
     cpu_before = cpu_seconds(pid)
-    command = [sys.executable, os.path.abspath(__file__), "--role", "publisher", "--scenario", name]
+    command = [sys.executable, SCRIPT, "--role", "publisher", "--scenario", name]
     command += ["--busy", busy, "--other", other, "--count", str(args.burst)]
     command += ["--rate", str(args.flood_rate), "--seconds", str(args.flood_seconds)]
     log(f"{name}: {args.streams} streams; publishing")
@@ -307,11 +308,14 @@ async def scenario(args: argparse.Namespace, name: str, port: int, pid: int, env
     out, _ = await process.communicate()
     result = json.loads(out.decode().strip().splitlines()[-1])
     marks: dict[str, float] = result["marks"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-        all("final" in r.seen for r in readers) and all(m in lone.seen for m in marks if m.startswith("other"))
-    ):
-        await asyncio.sleep(0.05)
+
+    def delivered() -> bool:
+        return all("final" in r.seen for r in readers) and all(m in lone.seen for m in marks if m.startswith("other"))
+
+    try:
+        await asyncio.to_thread(wait_until, delivered, 120, "every event to arrive")
+    except RuntimeError as exc:
+        log(exc)  # reported as missing below
     await probe.stop()
     cpu = cpu_seconds(pid) - cpu_before
     arrivals = [r.seen["final"] for r in readers if "final" in r.seen]
