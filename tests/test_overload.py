@@ -21,10 +21,14 @@ import pytest
 import redis
 from django.conf import settings
 from django.test import override_settings
+from prometheus_client import REGISTRY
 
 from events import publish
 from events.backends.connection import close_sync_clients, history_key
+from events.core.hub import IMMEDIATE, Hub
 from events.core.ids import parse_id
+from events.core.messages import Message
+from events.core.subscriber import Subscriber
 
 from .servers import RedisClusterServers, RedisServer, UvicornServer, wait_for
 from .sse import RawStream, open_raw_stream, open_stream
@@ -317,3 +321,118 @@ async def test_clients_that_resume_and_never_read_cost_bounded_memory(
     finally:
         for stream in stuck:
             await stream.close()
+
+
+# The hub's pace, on its own (real hub and subscribers, no Redis side) ---------------
+
+
+class NoRedis:
+    """The hub's Redis side for tests of the hub alone: nothing to read, nothing to subscribe."""
+
+    connected = False
+
+    async def wait_connected(self, timeout: float) -> None:
+        raise TimeoutError
+
+    async def subscribe(self, topics: frozenset[str]) -> list[asyncio.Future[None]]:
+        return []
+
+    def release(self, topics: list[str]) -> None:
+        pass
+
+    async def read_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def hub_with(clients: dict[str, set[Subscriber]]) -> Hub:
+    hub = Hub(lambda hub: NoRedis())
+    hub.topic_clients = clients
+    hub.start()
+    return hub
+
+
+def fall_behind(hub: Hub) -> None:
+    """As if the hub had just spent its window's budget of immediate fan-out."""
+    hub._window_start = time.monotonic()
+    hub._window_busy = IMMEDIATE
+
+
+async def caught_up(hub: Hub) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while hub.behind or hub.pending:
+        assert loop.time() < deadline, "the dispatcher did not catch up"
+        await asyncio.sleep(0)
+
+
+def event(id: str, topic: str, name: str = "invalidate", data: str = "null") -> Message:
+    return Message(id, topic, name, data)
+
+
+async def test_an_idle_hub_hands_an_event_over_at_once() -> None:
+    client = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    hub = hub_with({"a": {client}})
+    try:
+        hub.fan_out(event("1-0", "a"))
+        assert [m.id for m in client.pending] == ["1-0"] and not hub.pending
+    finally:
+        await hub.stop()
+
+
+async def test_behind_the_hub_merges_per_topic_and_name_and_keeps_ids_increasing() -> None:
+    both = Subscriber(frozenset({"a", "b"}), queue_size=10, is_stream=True)
+    only_b = Subscriber(frozenset({"b"}), queue_size=10, is_stream=True)
+    hub = hub_with({"a": {both}, "b": {both, only_b}})
+    try:
+        fall_behind(hub)
+        merged = REGISTRY.get_sample_value("events_hub_coalesced_total") or 0.0
+        for message in [
+            event("1-0", "a"),
+            event("2-0", "b"),
+            event("3-0", "a"),
+            event("4-0", "a", "deleted"),
+            event("5-0", "b"),
+        ]:
+            hub.fan_out(message)
+        assert not both.pending and not only_b.pending, "nothing goes out while the hub is behind"
+        await caught_up(hub)
+        assert [(m.id, m.event) for m in both.take()] == [
+            ("3-0", "invalidate"),
+            ("4-0", "deleted"),
+            ("5-0", "invalidate"),
+        ]
+        assert [m.id for m in only_b.take()] == ["5-0"]
+        assert (REGISTRY.get_sample_value("events_hub_coalesced_total") or 0.0) - merged == 2
+        # Caught up (and a new window): the next event goes out at once again.
+        hub._window_start = float("-inf")
+        hub.fan_out(event("6-0", "a"))
+        assert [m.id for m in both.pending] == ["6-0"]
+    finally:
+        await hub.stop()
+
+
+async def test_the_hubs_waiting_events_are_bounded_in_bytes() -> None:
+    from events.core.hub import PENDING_BYTES
+
+    size = 1024 * 1024
+    topics = [f"big{number}" for number in range(PENDING_BYTES // size + 2)]
+    client = Subscriber(frozenset(topics), queue_size=1000, is_stream=True)
+    hub = hub_with({topic: {client} for topic in topics})
+    try:
+        fall_behind(hub)
+        for number, topic in enumerate(topics, start=1):
+            hub.fan_out(event(f"{number}-0", topic, data=f'"{"x" * size}"'))
+        waiting = sum(len(message.data_json) for message, _ in hub.pending.values())
+        assert waiting <= PENDING_BYTES, f"{waiting} bytes wait in the hub"
+        assert next(iter(hub.pending))[0] is None, "over the bound, the oldest waiting events became a reset"
+        await caught_up(hub)
+        taken = client.take()
+        assert (taken[0].event, taken[0].as_dict()["data"]["reason"]) == ("reset", "overflow")
+        keys = [parse_id(message.id) for message in taken]
+        assert keys == sorted(set(keys)) and taken[-1].id == f"{len(topics)}-0"
+    finally:
+        await hub.stop()
+    assert not hub.started
