@@ -47,6 +47,7 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_delays_nobody(
             async def read_all() -> list[str]:
                 ids = []
                 while (frame := await reader.next_event(timeout=10)).json["data"] != "end":
+                    assert frame.id is not None
                     ids.append(frame.id)
                 return ids
 

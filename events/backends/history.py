@@ -46,8 +46,8 @@ BATCH_BYTES = 1024 * 1024
 # (the newest id on any topic) and "-first" (the first id it indexed; it
 # knows every event from there on). Topics never start with "-". A read
 # after an id that the index covers, on topics with nothing newer, is
-# answered from it with one or two commands, whatever the history holds
-# (a long-poll on a quiet topic). The index is renewed (emptied, "-first"
+# answered from it and one check that the id is in the history, whatever the
+# history holds (a long-poll on a quiet topic). The index is renewed (emptied, "-first"
 # moved on) when it holds more than INDEX_TOPICS(history) topics, so it stays
 # bounded; positions before its "-first" are read from the history as before.
 #
@@ -94,12 +94,14 @@ local function before(a, b)
   return less(digits(aseq), digits(bseq))
 end
 local since = ARGV[1]
--- The index first: a quiet topic costs one or two commands here.
 local stop = nil
 if since == '$' then
-  local last = redis.call('HGET', KEYS[2], '-last')
-  if last then return {last, '', 0, 1, last, 0, {}} end
+  -- The newest entry is the newest id (trimming never takes it; nothing else
+  -- deletes entries): one command, and the index is not relied on for it.
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #newest > 0 then return {newest[1][1], '', 0, 1, newest[1][1], 0, {}} end
 elseif since ~= '0-0' and #ARGV > 3 then
+  -- The index first: a quiet topic costs two commands here.
   local newest = redis.call('HMGET', KEYS[2], '-first', '-last', unpack(ARGV, 4))
   local indexed, last = newest[1], newest[2]
   if indexed and last and not before(since, indexed) then
@@ -107,8 +109,10 @@ elseif since ~= '0-0' and #ARGV > 3 then
       if newest[i] and (stop == nil or before(stop, newest[i])) then stop = newest[i] end
     end
     if stop == nil or not before(since, stop) then
-      -- Nothing on the topics after since: say so, if since is an id of this history.
-      if since == last or #redis.call('XRANGE', KEYS[1], since, since) > 0 then
+      -- Nothing on the topics after since: say so, if since is an id of this
+      -- history (checked even when it is the index's last: the index must
+      -- not answer for a history that is gone).
+      if #redis.call('XRANGE', KEYS[1], since, since) > 0 then
         return {last, '', 0, 1, last, 0, {}}
       end
       stop = nil
