@@ -436,3 +436,29 @@ async def test_the_hubs_waiting_events_are_bounded_in_bytes() -> None:
     finally:
         await hub.stop()
     assert not hub.started
+
+
+async def test_the_index_is_bounded_and_starts_over_exactly(
+    private_redis: RedisServer, start_server: Callable[..., UvicornServer], make_topic: Callable[[], str]
+) -> None:
+    from events.backends.connection import newest_key
+    from events.backends.history import index_topics
+
+    srv = start_server({"REDIS_URL": private_redis.url})
+    history = 600  # every event below stays in the history
+    bound = index_topics(history)
+    watched = make_topic()
+    with override_settings(EVENTS={**settings.EVENTS, "HISTORY": history}):
+        ids = [publish(f"{watched}-{number}") for number in range(bound - 20)]
+        middle = publish(watched, data="middle")
+        ids += [publish(f"{watched}-more-{number}") for number in range(40)]
+    with private_redis.client() as client:
+        fields = client.hlen(newest_key())
+        start = client.hget(newest_key(), "-first")
+    assert fields <= bound + 3, f"the index holds {fields} fields"
+    assert start is not None and parse_id(start) > parse_id(middle), "the index did not start over"
+    # A position from before the new start is read from the history, as before: exact.
+    answer = await asyncio.to_thread(
+        httpx.get, f"{srv.url}/events/poll/?topic={watched}&since={ids[bound - 30]}", timeout=10
+    )
+    assert [event["id"] for event in answer.json()["events"]] == [middle]
