@@ -18,6 +18,9 @@ EVENTS_PUBLISHED = Counter("events_published", "Events published from this proce
 EVENTS_RECEIVED = Counter("events_received", "Events the hub received from Redis (live or gap fill).")
 EVENTS_DELIVERED = Counter("events_delivered", "Events handed to streams and polls (live and replayed).")
 CLIENTS_COALESCED = Counter("events_clients_coalesced", "Times a slow client's queue overflowed and coalesced.")
+HUB_COALESCED = Counter(
+    "events_hub_coalesced", "Events the hub merged into a newer one of the same topic and name while behind."
+)
 CLIENTS_RESET = Counter("events_clients_reset", "Reset events sent (history expired or unknown id).")
 REDIS_RECONNECTS = Counter("events_redis_reconnects", "Times the hub reconnected to Redis after losing it.")
 STREAMS_REJECTED = Counter("events_streams_rejected", "Streams turned away (limit, Redis down).", ["reason"])

@@ -385,9 +385,11 @@ async def test_after_the_write_timeout_a_stuck_client_s_socket_is_aborted(
         assert len(server_side_states(srv, ports)) == 20
 
         # Far more than the socket buffers hold: every stream blocks writing.
+        # (Each under its own event name: the hub would merge invalidations
+        # of one topic and name that arrive while it is behind.)
         def flood() -> None:
-            for _ in range(200):
-                publish(topic, "x" * 16_000)
+            for number in range(200):
+                publish(topic, "x" * 16_000, event=f"e{number}")
 
         await asyncio.to_thread(flood)
         await asyncio.to_thread(wait_for, lambda: metric(srv, "events_streams_open") == 0, 15, "streams released")

@@ -97,3 +97,20 @@ async def test_a_direct_write_that_fails_ends_the_stream_instead_of_dropping_the
     # Not silently gone: the stream ends (logged), and its client resumes from before this event.
     assert client.close_reason == "write-failed"
     assert client.delivered == 0
+
+
+def test_the_queue_is_bounded_in_bytes_too() -> None:
+    from events.core.subscriber import QUEUE_BYTES
+
+    def large(id: str, topic: str) -> Message:
+        return Message(id, topic, "invalidate", '"' + "x" * (QUEUE_BYTES // 2) + '"')
+
+    client = Subscriber(frozenset({"a", "b", "c"}), queue_size=100, is_stream=True)
+    client.push(large("1-0", "a"))
+    assert [m.id for m in client.pending] == ["1-0"], "one message always fits"
+    client.push(large("2-0", "a"))
+    assert [m.id for m in client.pending] == ["2-0"], "over the bytes bound: the latest per topic"
+    client.push(large("3-0", "b"))  # one per topic does not fit either: a reset
+    [reset] = client.take()
+    assert (reset.event, reset.id) == ("reset", "3-0")
+    assert client.queued_bytes == 0

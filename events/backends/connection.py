@@ -54,6 +54,11 @@ def history_key(prefix: str | None = None) -> str:
     return f"{conf.PREFIX if prefix is None else prefix}:history"
 
 
+def newest_key(prefix: str | None = None) -> str:
+    """The per-topic newest-id index (see history.py)."""
+    return f"{conf.PREFIX if prefix is None else prefix}:newest"
+
+
 def channel_prefix(prefix: str | None = None) -> str:
     return f"{conf.PREFIX if prefix is None else prefix}:topic:"
 

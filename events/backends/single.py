@@ -25,7 +25,6 @@ from .connection import (
     channel_prefix,
     get_async_client,
     get_sync_client,
-    history_key,
     new_hub_command_client,
     new_pubsub_client,
 )
@@ -33,12 +32,18 @@ from .reader import HubSide, Reader, StreamKey
 from .scripts import LuaScript
 from .shared_reads import shared_reads
 
-# KEYS[1]: history stream. ARGV: max length, topic, event, JSON data, channel.
-PUBLISH_SCRIPT = """
+# KEYS[1]: history stream, KEYS[2]: newest-id index (history.py). ARGV: max
+# length, topic, event, JSON data, channel, most topics in the index.
+PUBLISH_SCRIPT = (
+    """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
 redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+"""
+    + history.INDEX_SCRIPT
+    + """
 return id
 """
+)
 _PUBLISH = LuaScript(PUBLISH_SCRIPT)
 
 # Longest id we accept: two 20-digit numbers and a dash.
@@ -90,7 +95,7 @@ class SingleDialect:
 
 
 def _publish_args(topic: str, event: str, payload: str) -> list[Any]:
-    return [conf.HISTORY, topic, event, payload, channel_name(topic)]
+    return [conf.HISTORY, topic, event, payload, channel_name(topic), history.index_topics(conf.HISTORY)]
 
 
 def _text(value: bytes | str) -> str:
@@ -114,13 +119,13 @@ class SingleNodeBackend:
         return is_valid_id(value)
 
     def publish(self, topic: str, event: str, payload: str) -> str:
-        return _text(_PUBLISH.run(get_sync_client(), [history_key()], _publish_args(topic, event, payload)))
+        return _text(_PUBLISH.run(get_sync_client(), history.keys(), _publish_args(topic, event, payload)))
 
     async def apublish(self, topic: str, event: str, payload: str) -> str:
-        return _text(await _PUBLISH.arun(get_async_client(), [history_key()], _publish_args(topic, event, payload)))
+        return _text(await _PUBLISH.arun(get_async_client(), history.keys(), _publish_args(topic, event, payload)))
 
     def current_id(self, topics: Iterable[str] | None) -> str:
-        return history.decode(history.READ.run(get_sync_client(), [history_key()], history.NOW)[0])
+        return history.decode(history.READ.run(get_sync_client(), history.keys(), history.NOW)[0])
 
     async def acurrent_id(self, topics: Iterable[str] | None) -> str:
         # Asked for at the same moment (a burst of long-polls): one read (shared_reads.py).

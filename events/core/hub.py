@@ -12,8 +12,23 @@ primary on a cluster), made by the ``connect`` the hub is given. It sees the
 hub only as its ``reader.HubSide`` (``wanted_topics``, ``fan_out``,
 ``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
+Bursts (see docs/howto/overload.md). While the hub keeps up, ``fan_out``
+hands each message to its clients at once, in the reader's call: nothing more
+per client than that. Once it has spent :data:`IMMEDIATE` seconds so within
+:data:`WINDOW` (the hub is behind: a burst, a flood), new
+messages wait in :attr:`Hub.pending`, where invalidations coalesce: one entry
+per topic and event name, the newest (ids still increase per client, so a
+resume from any id a client saw is exact). The dispatcher task then delivers
+them oldest first, in slices of at most :data:`SLICE_PUSHES` clients, yielding
+to the event loop between slices: health checks, other topics' events and new
+connections are served in between, and a busy topic holds at most one entry
+per event name ahead of another topic's event. ``pending`` is bounded in
+entries and bytes (:data:`PENDING_MAX`, :data:`PENDING_BYTES`); beyond, each
+topic keeps only its newest event, and beyond that its clients get one
+``reset``.
+
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
-reader and ticker tasks; ``begin_shutdown()`` ends every client cleanly and
+reader, ticker and dispatcher tasks; ``begin_shutdown()`` ends every client cleanly and
 refuses new ones; ``stop()`` cancels and awaits the tasks and closes Redis.
 """
 
@@ -21,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 
 from .. import metrics
@@ -41,6 +57,21 @@ SUBSCRIBE_WAIT = 5.0
 # What makes ``attach`` refuse a client (it should retry later).
 _REFUSED: tuple[type[Exception], ...] = (HubUnavailable, *REDIS_ERRORS)
 
+# The fan-out's pace (see the module doc). Within each WINDOW seconds, the
+# hub spends at most IMMEDIATE seconds handing messages out at once (a
+# message that starts within that budget goes out whole: a lone event to many
+# clients is never split); beyond, it is behind: messages queue (and
+# coalesce) for the dispatcher, which yields to the event loop before each
+# message (for as long as the previous one took) and every SLICE_PUSHES
+# clients (a few ms of work).
+WINDOW = 0.1
+IMMEDIATE = 0.02
+SLICE_PUSHES = 500
+# Bounds of the messages waiting while the hub is behind: entries (topic and
+# event name pairs) and payload bytes.
+PENDING_MAX = 10_000
+PENDING_BYTES = 16 * 1024 * 1024
+
 
 class Hub:
     def __init__(self, connect: Callable[[Hub], HubConnection]) -> None:
@@ -53,6 +84,18 @@ class Hub:
         self.closing = False
         self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Messages waiting while the hub is behind, oldest first: (topic,
+        # event name) -> (newest message, the topics whose clients get it).
+        self.pending: dict[tuple[str | None, str], tuple[Message, tuple[str, ...]]] = {}
+        self._pending_bytes = 0
+        # The current window (see WINDOW): its start, and seconds spent fanning out in it.
+        self._window_start = float("-inf")
+        self._window_busy = 0.0
+        # True from the first message queued until the dispatcher has
+        # delivered the last: meanwhile every message queues, so that each
+        # client gets its messages in order.
+        self.behind = False
+        self._wake_dispatcher = asyncio.Event()
 
     # Lifecycle ----------------------------------------------------------
 
@@ -71,6 +114,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self.pubsub.read_forever(), name="events-hub-reader"),
             asyncio.create_task(self._tick_forever(), name="events-hub-ticker"),
+            asyncio.create_task(self._dispatch_forever(), name="events-hub-dispatcher"),
         ]
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
@@ -88,6 +132,8 @@ class Hub:
             # Not ``await task``: a cancellation of the caller must propagate.
             await cancel_and_wait(task)
         self._tasks = []
+        self.pending.clear()
+        self.behind = False
         if self.pubsub is not None:
             await self.pubsub.aclose()
             self.pubsub = None
@@ -166,13 +212,117 @@ class Hub:
         return self.topic_clients.keys()
 
     def fan_out(self, message: Message) -> None:
-        """Hand ``message`` to every local client of its topic (the reader dropped duplicates)."""
+        """Hand ``message`` to every local client of its topic (the reader dropped duplicates).
+
+        At once while the hub keeps up; else queued, coalescing, for the
+        dispatcher (see the module doc). O(1) when queued.
+        """
         metrics.EVENTS_RECEIVED.inc()
-        clients = self.topic_clients.get(message.topic) if message.topic is not None else None
-        if clients:
-            for client in clients:
-                client.push(message)
-            metrics.EVENTS_DELIVERED.inc(len(clients))
+        topic = message.topic
+        clients = self.topic_clients.get(topic) if topic is not None else None
+        if not clients:
+            return
+        if not self.behind:
+            # The clock, not loop.time(): uvloop's stands still within one turn of the loop.
+            started = time.monotonic()
+            if started - self._window_start >= WINDOW:
+                self._window_start = started
+                self._window_busy = 0.0
+            if self._window_busy < IMMEDIATE:
+                # The common case, and the whole fan-out of an idle hub.
+                for client in clients:
+                    client.push(message)
+                metrics.EVENTS_DELIVERED.inc(len(clients))
+                self._window_busy += time.monotonic() - started
+                return
+        assert topic is not None
+        self._queue((topic, message.event), message, (topic,))
+
+    def _queue(self, key: tuple[str | None, str], message: Message, topics: tuple[str, ...]) -> None:
+        """Wait in ``pending``, replacing an older message of the same key (which moves to the end)."""
+        pending = self.pending
+        older = pending.pop(key, None)
+        if older is not None:
+            self._pending_bytes -= len(older[0].data_json)
+            metrics.HUB_COALESCED.inc()
+        elif not self.behind:
+            self.behind = True
+            self._wake_dispatcher.set()
+        pending[key] = (message, topics)
+        self._pending_bytes += len(message.data_json)
+        if len(pending) > PENDING_MAX or self._pending_bytes > PENDING_BYTES:
+            self._shrink_pending()
+
+    def _shrink_pending(self) -> None:
+        """Over the bounds: the newest event per topic only; if still over, one reset per scope."""
+        latest: dict[str | None, tuple[Message, tuple[str, ...]]] = {}
+        for (topic, _), entry in self.pending.items():
+            latest.pop(topic, None)
+            latest[topic] = entry
+        size = sum(len(message.data_json) for message, _ in latest.values())
+        metrics.HUB_COALESCED.inc(len(self.pending) - len(latest))
+        if len(latest) <= PENDING_MAX and size <= PENDING_BYTES:
+            self.pending = {(topic, message.event): entry for topic, entry in latest.items() for message in entry[:1]}
+            self._pending_bytes = size
+            return
+        # Their clients re-fetch everything: one reset per scope (a Redis
+        # Cluster slot group; single node: one), from the newest event in it.
+        merged: dict[object, tuple[Message, set[str]]] = {}
+        for message, topics in latest.values():
+            scope = message.reset_scope()
+            _, seen = merged.pop(scope, (message, set()))
+            merged[scope] = (message, seen.union(topics))
+        self.pending = {
+            (None, f"reset:{scope}"): (message.as_reset("overflow"), tuple(topics))
+            for scope, (message, topics) in merged.items()
+        }
+        self._pending_bytes = sum(len(message.data_json) for message, _ in self.pending.values())
+
+    async def _dispatch_forever(self) -> None:
+        """Deliver ``pending``, oldest first, in slices, yielding to the loop between them."""
+        while True:
+            await self._wake_dispatcher.wait()
+            self._wake_dispatcher.clear()
+            spent = 0.0
+            while self.pending:
+                # Let everything else run first, for as long as the last
+                # delivery took (at most WINDOW): while behind, the fan-out
+                # gets at most about half of the loop, and what arrives
+                # meanwhile merges (a flood costs fewer writes, not more).
+                await asyncio.sleep(min(spent, WINDOW))
+                pending = self.pending
+                key = next(iter(pending))
+                message, topics = pending.pop(key)
+                self._pending_bytes -= len(message.data_json)
+                started = time.monotonic()
+                await self._deliver_in_slices(message, topics)
+                spent = time.monotonic() - started
+            # Caught up: the next message goes out at once again, if the
+            # window's budget allows (the dispatcher's work counts in it).
+            self.behind = False
+
+    async def _deliver_in_slices(self, message: Message, topics: tuple[str, ...]) -> None:
+        """Push ``message`` to the clients of ``topics``, yielding to the loop every SLICE_PUSHES clients."""
+        clients = self.topic_clients.get(topics[0], set()) if len(topics) == 1 else None
+        if clients is not None and len(clients) <= SLICE_PUSHES:
+            self._push(message, clients)
+            return
+        # A copy: clients come and go while the loop runs between slices.
+        snapshot = list(clients if clients is not None else {c for t in topics for c in self.topic_clients.get(t, ())})
+        for start in range(0, len(snapshot), SLICE_PUSHES):
+            if start:
+                await asyncio.sleep(0)
+            self._push(message, snapshot[start : start + SLICE_PUSHES])
+
+    def _push(self, message: Message, clients: Collection[Subscriber]) -> None:
+        started = time.monotonic()
+        for client in clients:
+            client.push(message)
+        metrics.EVENTS_DELIVERED.inc(len(clients))
+        if started - self._window_start >= WINDOW:
+            self._window_start = started
+            self._window_busy = 0.0
+        self._window_busy += time.monotonic() - started
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""

@@ -101,6 +101,14 @@ class Message:
         """The ``reset`` event: "re-fetch everything", resuming from ``id``."""
         return cls(id, None, RESET_EVENT, json.dumps({"reason": reason}))
 
+    def reset_scope(self) -> object:
+        """What one reset standing for this message and others covers (see :meth:`as_reset`): all."""
+        return None
+
+    def as_reset(self, reason: str) -> Message:
+        """A reset at this message's position: "re-fetch everything up to here" (the hub's overflow)."""
+        return Message.reset(self.id, reason)
+
     @cached_property
     def frame(self) -> bytes:
         """The SSE frame, encoded once."""

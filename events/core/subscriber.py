@@ -1,10 +1,11 @@
 """Subscriber: what one open stream or waiting long-poll holds in this process.
 
 The hub pushes messages into it; the stream (or poll) takes them out. The
-queue is bounded (``EVENTS["QUEUE_SIZE"]``). Overflow policy: invalidations
-coalesce. When a client falls behind by more than the bound, its queue is
-reduced to the latest message per topic (what an invalidation client needs);
-should that still not fit, it is replaced by one ``reset``. Either way memory
+queue is bounded in entries (``EVENTS["QUEUE_SIZE"]``) and in payload bytes
+(:data:`QUEUE_BYTES`; one message always fits). Overflow policy:
+invalidations coalesce. When a client falls behind by more than the bound, its
+queue is reduced to the latest message per topic (what an invalidation client
+needs); should that still not fit, it is replaced by one ``reset``. Either way memory
 per client is bounded and the hub never waits for a slow client.
 
 Everything here is synchronous except :meth:`wait` and :meth:`flush`, so the
@@ -25,7 +26,7 @@ same either way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from .. import metrics
 from ..backends.history import Batch
@@ -36,6 +37,11 @@ from .messages import Message
 from .sse import encode_comment
 
 HEARTBEAT = encode_comment("heartbeat")
+
+# Payload bytes one client may have queued (beyond one message) before its
+# queue coalesces: with large payloads the entry bound alone would let a
+# client that does not read pin QUEUE_SIZE of them.
+QUEUE_BYTES = 1024 * 1024
 
 # Distinct topic sets shared by the subscribers that ask for equal ones (most
 # clients of a site ask for the same few): one object each, not one per
@@ -67,6 +73,7 @@ class Subscriber:
         "last_key",
         "pending",
         "queue_size",
+        "queued_bytes",
         "send",
         "sending_since",
         "task",
@@ -78,6 +85,8 @@ class Subscriber:
         self.queue_size = queue_size
         self.is_stream = is_stream
         self.pending: list[Message] = []
+        # Payload bytes in ``pending`` (see QUEUE_BYTES).
+        self.queued_bytes = 0
         # Events given to this client (for the log line at the end).
         self.delivered = 0
         self.heartbeat_due = False
@@ -118,8 +127,10 @@ class Subscriber:
                     self.close("write-failed")
             return
         self.pending.append(message)
-        if len(self.pending) > self.queue_size:
+        self.queued_bytes += len(message.data_json)
+        if len(self.pending) > self.queue_size or (self.queued_bytes > QUEUE_BYTES and len(self.pending) > 1):
             self._coalesce()
+            self.queued_bytes = sum(len(queued.data_json) for queued in self.pending)
         self._wake()
 
     def heartbeat(self) -> None:
@@ -136,12 +147,18 @@ class Subscriber:
     def _coalesce(self) -> None:
         metrics.CLIENTS_COALESCED.inc()
         latest: dict[str | None, Message] = {message.topic: message for message in self.pending}
-        if len(latest) <= self.queue_size:
+        if self.fits(latest.values()):
             kept = set(map(id, latest.values()))
             self.pending = [message for message in self.pending if id(message) in kept]
         else:
             newest = self.pending[-1]
             self.pending = [Message.reset(newest.id, "overflow")]
+
+    def fits(self, messages: Collection[Message]) -> bool:
+        """Whether ``messages`` fit in this client's queue (entries and bytes; one message always fits)."""
+        return len(messages) <= 1 or (
+            len(messages) <= self.queue_size and sum(len(message.data_json) for message in messages) <= QUEUE_BYTES
+        )
 
     def _write_now(self, body: bytes) -> bool:
         """Hand ``body`` to ``send``; False (and no more direct writes) if that failed."""
@@ -209,6 +226,7 @@ class Subscriber:
     def take(self) -> list[Message]:
         """Remove and return the queued messages that are newer than the last given."""
         pending, self.pending = self.pending, []
+        self.queued_bytes = 0
         return [admitted for admitted in map(self.admit, pending) if admitted is not None]
 
     def admit(self, message: Message) -> Message | None:

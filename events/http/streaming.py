@@ -6,8 +6,9 @@ Order of work, which is what makes resuming exact:
    and browsers see the stream open;
 2. attach to the hub, which returns once the topics are subscribed in Redis;
 3. read the history after the client's ``Last-Event-ID`` (if any) and send
-   it (or a ``reset``), in bounded batches (``history.BATCH`` entries per
-   Redis call); live events that arrived meanwhile are queued, and the ones
+   it (or a ``reset``), in bounded batches (``history.BATCH`` entries and
+   ``history.BATCH_BYTES`` bytes per Redis call), each read once the socket
+   has taken the previous one; live events that arrived meanwhile are queued, and the ones
    already replayed are dropped by id;
 4. forward live events, heartbeats and, at the end, a closing comment.
 
@@ -195,6 +196,13 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
                     if chunk:
                         client.sending_since = loop.time()
                         yield chunk
+                        if batch.more:
+                            # An empty chunk: the server sends it once the
+                            # socket has drained, so the next batch is read
+                            # only then (a client that does not read holds
+                            # one batch in memory, not the whole replay).
+                            del chunk, batch
+                            yield b""
                         client.sending_since = None
         except REDIS_ERRORS as exc:
             end = "redis-error"

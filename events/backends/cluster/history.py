@@ -23,9 +23,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from ...core.ids import ZERO_ID, ZERO_KEY, EventKey, format_key, parse_id
 from ...core.messages import skip_malformed
-from ..history import BATCH, READ, decode
+from ..history import BATCH, BATCH_BYTES, READ, decode
 from .connection import get_sync_cluster, run_command
-from .layout import group_of, history_key
+from .layout import group_of, history_key, newest_key
 from .messages import GroupMessage
 from .positions import Positions
 
@@ -52,14 +52,14 @@ def groups_of(topics: Iterable[str]) -> dict[int, list[str]]:
 
 
 def _read(group: int, args: list[str | int]) -> Callable[[RedisCluster], Awaitable[Any]]:
-    return lambda client: READ.arun(client, [history_key(group)], args)
+    return lambda client: READ.arun(client, [history_key(group), newest_key(group)], args)
 
 
 async def _run_read(group: int, args: list[str | int], node: redis.asyncio.Redis | None) -> Any:
     """The read script on ``group``'s stream: through the cluster client, or on ``node`` (the hub reader's)."""
     if node is None:
         return await run_command(_read(group, args))
-    return await READ.arun(node, [history_key(group)], args)
+    return await READ.arun(node, [history_key(group), newest_key(group)], args)
 
 
 def _messages(group: int, entries: list[tuple[bytes, list[bytes]]]) -> list[GroupMessage]:
@@ -86,11 +86,11 @@ async def read_group(
     there (the node the hub reader is on) rather than through the cluster client.
     """
     if since is None:
-        raw_last, *_ = await _run_read(group, ["$", 0], node)
+        raw_last, *_ = await _run_read(group, ["$", 0, 0], node)
         return GroupBatch(group, parse_id(raw_last), reset_reason="unknown-id")
     since_id = format_key(since)
     raw_last, raw_first, trimmed, known, raw_position, more, entries = await _run_read(
-        group, [since_id, limit, *topics], node
+        group, [since_id, limit, BATCH_BYTES, *topics], node
     )
     last_key = parse_id(raw_last)
     if known or (since_id == ZERO_ID and not trimmed):

@@ -9,6 +9,8 @@ Layout (``P`` is ``EVENTS["PREFIX"]``, ``{T}`` the group's hash tag):
 
 - ``P:history:{T}`` — the group's bounded history (a Redis Stream, the same
   fields as single-node ``P:history``);
+- ``P:newest:{T}`` — the newest id of each of its topics (a hash, written
+  by the publish script; see ``events/backends/history.py``);
 - ``P:topic:<topic>{T}`` — the shard channel of one topic (``SPUBLISH``), so
   ``PUBSUB SHARDCHANNELS 'P:topic:<topic>*'`` finds it on its shard.
 
@@ -59,6 +61,11 @@ def group_slot(group: int) -> int:
 
 def history_key(group: int, prefix: str | None = None) -> str:
     return f"{conf.PREFIX if prefix is None else prefix}:history:{{{group_tags()[group]}}}"
+
+
+def newest_key(group: int, prefix: str | None = None) -> str:
+    """The group's per-topic newest-id index (``events/backends/history.py``), next to its history."""
+    return f"{conf.PREFIX if prefix is None else prefix}:newest:{{{group_tags()[group]}}}"
 
 
 def channel_name(topic: str, prefix: str | None = None) -> str:

@@ -27,6 +27,12 @@ class GroupMessage(Message):
         grouped.group = group
         return grouped
 
+    def reset_scope(self) -> object:
+        return self.group
+
+    def as_reset(self, reason: str) -> Message:
+        return GroupMessage.in_group(Message.reset(self.id, reason), self.group)
+
     @cached_property
     def solo(self) -> PositionedMessage:
         """The message as every client whose topics are all in this group sees it (built once)."""

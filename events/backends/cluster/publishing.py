@@ -10,21 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 from ...conf import conf
+from ..history import INDEX_SCRIPT, index_topics
 from ..scripts import LuaScript
 from .connection import get_sync_cluster, run_command
-from .layout import channel_name, group_of, history_key
+from .layout import channel_name, group_of, history_key, newest_key
 
-# KEYS[1]: the group's history stream. ARGV: max length, topic, event, JSON data, shard channel.
-PUBLISH_SCRIPT = """
+# KEYS[1]: the group's history stream, KEYS[2]: its newest-id index. ARGV:
+# max length, topic, event, JSON data, shard channel, most topics in the index.
+PUBLISH_SCRIPT = (
+    """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
 redis.call('SPUBLISH', ARGV[5], id .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+"""
+    + INDEX_SCRIPT
+    + """
 return id
 """
+)
 _PUBLISH = LuaScript(PUBLISH_SCRIPT)
 
 
 def _script_args(topic: str, event: str, payload: str) -> tuple[list[str], list[Any]]:
-    return [history_key(group_of(topic))], [conf.HISTORY, topic, event, payload, channel_name(topic)]
+    group = group_of(topic)
+    args = [conf.HISTORY, topic, event, payload, channel_name(topic), index_topics(conf.HISTORY)]
+    return [history_key(group), newest_key(group)], args
 
 
 def _text(value: bytes | str) -> str:

@@ -45,7 +45,7 @@ class ClusterSubscriber(Subscriber):
 
     def _coalesce(self) -> None:
         latest: dict[str | None, Message] = {message.topic: message for message in self.pending}
-        if len(latest) <= self.queue_size:
+        if self.fits(latest.values()):
             super()._coalesce()
             return
         # A reset for everything: the client is moved to the newest position
