@@ -200,7 +200,7 @@ async def test_a_poll_on_a_quiet_topic_costs_a_few_commands_whatever_the_history
 ) -> None:
     srv = start_server({"REDIS_URL": private_redis.url})
     busy, quiet = make_topic(), make_topic()
-    ids = [publish(busy) for _ in range(BUSY_EVENTS)]
+    ids = await asyncio.to_thread(lambda: [publish(busy) for _ in range(BUSY_EVENTS)])
     async with open_stream(f"{srv.url}/events/stream/?topic={quiet}") as watcher:
         await opened(watcher)  # holds the quiet topic's subscription: only the polls' reads are counted
         with private_redis.client() as client:
@@ -226,9 +226,9 @@ async def test_the_index_keeps_replays_and_resets_exact(
 ) -> None:
     srv = start_server({"REDIS_URL": private_redis.url})
     busy, quiet, sparse = make_topic(), make_topic(), make_topic()
-    ids = [publish(busy) for _ in range(300)]
-    middle = publish(sparse, data="middle")
-    later = [publish(busy) for _ in range(300)]
+    ids = await asyncio.to_thread(lambda: [publish(busy) for _ in range(300)])
+    middle = await asyncio.to_thread(publish, sparse, data="middle")
+    later = await asyncio.to_thread(lambda: [publish(busy) for _ in range(300)])
 
     def poll(topic: str, since: str) -> dict[str, Any]:
         answer = httpx.get(f"{srv.url}/events/poll/?topic={topic}&since={since}", timeout=10)
@@ -266,7 +266,7 @@ async def test_a_quiet_group_read_costs_a_few_commands_on_a_cluster(
     busy = make_topic()
     group = group_of(busy)
     quiet = next(name for name in (make_topic() for _ in range(10_000)) if group_of(name) == group)
-    ids = [publish(busy) for _ in range(BUSY_EVENTS)]
+    ids = await asyncio.to_thread(lambda: [publish(busy) for _ in range(BUSY_EVENTS)])
     node = cluster_settings.owner(group_slot(group))
     await read_group(group, parse_id(ids[-1]), [quiet])  # the node has the script cached from now on
     with node.client() as client:
@@ -299,7 +299,7 @@ async def test_clients_that_resume_and_never_read_cost_bounded_memory(
     private_redis: RedisServer, start_server: Callable[..., UvicornServer], topic: str
 ) -> None:
     srv = start_server({"REDIS_URL": private_redis.url, "EVENTS_WRITE_TIMEOUT": "20"})
-    ids = [publish(topic, data=LARGE_PAYLOAD) for _ in range(LARGE_EVENTS)]
+    ids = await asyncio.to_thread(lambda: [publish(topic, data=LARGE_PAYLOAD) for _ in range(LARGE_EVENTS)])
     url = f"{srv.url}/events/stream/?topic={topic}"
     # Warm up (imports, first connections), then measure from here.
     async with open_stream(url) as warm:
@@ -449,9 +449,9 @@ async def test_the_index_is_bounded_and_starts_over_exactly(
     bound = index_topics(history)
     watched = make_topic()
     with override_settings(EVENTS={**settings.EVENTS, "HISTORY": history}):
-        ids = [publish(f"{watched}-{number}") for number in range(bound - 20)]
-        middle = publish(watched, data="middle")
-        ids += [publish(f"{watched}-more-{number}") for number in range(40)]
+        ids = await asyncio.to_thread(lambda: [publish(f"{watched}-{number}") for number in range(bound - 20)])
+        middle = await asyncio.to_thread(publish, watched, data="middle")
+        ids += await asyncio.to_thread(lambda: [publish(f"{watched}-more-{number}") for number in range(40)])
     with private_redis.client() as client:
         fields = client.hlen(newest_key())
         start = client.hget(newest_key(), "-first")
