@@ -25,6 +25,11 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
    no way to reach the socket. Under another server it is None, and such a
    stream is only cancelled.
 
+5. **The timestamp inside a signed value** (:func:`signed_timestamp`):
+   ``django.core.signing`` (``b62_decode`` and the ``value:timestamp:signature``
+   layout), to end a stream opened with a subscribe token when the token
+   expires and to refuse a token dated in the future (``tokens.py``).
+
 No private (underscored) attribute of Django or uvicorn is read or written.
 """
 
@@ -113,3 +118,16 @@ def uvicorn_transport(send: object) -> object | None:
     # uvicorn internal 2: the cycle's ``transport`` attribute is the
     # connection's asyncio transport (uvloop's or asyncio's).
     return getattr(cycle, "transport", None)
+
+
+def signed_timestamp(signed: str) -> int:
+    """The Unix time (seconds) at which a ``django.core.signing`` timestamped value was signed (item 5).
+
+    Django checks a signature's age (``max_age``) but does not hand the
+    timestamp out: it is the middle part of ``<value>:<timestamp>:<signature>``
+    in base 62. Call only on a value whose signature was verified.
+    """
+    from django.core import signing
+
+    _, timestamp, _ = signed.rsplit(":", 2)
+    return int(signing.b62_decode(timestamp))

@@ -13,8 +13,9 @@ made by the ``connect`` the hub is given. Both see the hub only as its
 ``reset_topics``). The hub of each event loop is ``backend.get_hub()``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
-reader and ticker tasks; ``begin_shutdown()`` ends every client cleanly and
-refuses new ones; ``stop()`` cancels and awaits the tasks and closes Redis.
+reader and ticker tasks; ``begin_shutdown()`` refuses new clients, answers
+waiting long-polls and ends the streams cleanly at ``EVENTS["DRAIN_RATE"]``;
+``stop()`` cancels and awaits the tasks and closes Redis.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..backends.reader import HubConnection
 from ..conf import conf
 from ..exceptions import HubUnavailable
 from .messages import Message
+from .revocations import CONTROL_TOPIC, Revocations
 from .subscriber import Subscriber
 from .tasks import wait_shared
 
@@ -39,6 +41,8 @@ logger = logging.getLogger("events.hub")
 # confirmed before it is told to retry later.
 CONNECT_WAIT = 2.0
 SUBSCRIBE_WAIT = 5.0
+# Seconds between two batches of streams ended while draining (DRAIN_RATE).
+DRAIN_TICK = 0.05
 
 
 class Hub:
@@ -52,6 +56,12 @@ class Hub:
         self.closing = False
         self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Who opened each client, and the listener of revocations: subscribed
+        # to their control topic for the hub's whole life (revocations.py).
+        self.revocations = Revocations()
+        self.topic_clients[CONTROL_TOPIC] = {self.revocations}
+        # Ends the streams at EVENTS["DRAIN_RATE"] once shutting down.
+        self._drain: asyncio.Task[None] | None = None
 
     # Lifecycle ----------------------------------------------------------
 
@@ -73,22 +83,59 @@ class Hub:
         ]
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
-        """End every client cleanly now and refuse new ones. Safe to call twice."""
+        """Refuse new clients; answer waiting long-polls now; end streams at ``DRAIN_RATE``. Safe to call twice.
+
+        Every server's stop path calls this. Streams end cleanly (a ``retry:``
+        hint, then the end of the body), at most ``EVENTS["DRAIN_RATE"]`` per
+        second, so that their clients' reconnects reach the other workers as a
+        bounded flow, not a storm; the ticker keeps the others' heartbeats
+        going meanwhile. The server exits once the last one has ended.
+        """
+        if self.closing:
+            return
         self.closing = True
-        for client in [*self.streams, *self.polls]:
+        for client in list(self.polls):
             client.close(reason)
+        rate = conf.DRAIN_RATE
+        if rate <= 0 or len(self.streams) <= rate * DRAIN_TICK:
+            for client in list(self.streams):
+                client.close(reason)
+            return
+        self._drain = asyncio.get_running_loop().create_task(self._drain_streams(rate, reason), name="events-drain")
+
+    async def _drain_streams(self, rate: int, reason: str) -> None:
+        """Close ``rate`` streams per second, in ticks, until none is left open."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # No new stream is accepted any more: the ones open now are all there is.
+        waiting = list(self.streams)
+        logger.info("events: draining %d streams at %d per second", len(waiting), rate)
+        closed = 0
+        while closed < len(waiting):
+            due = int((loop.time() - started) * rate) + max(1, int(rate * DRAIN_TICK))
+            for client in waiting[closed:due]:
+                # A stream that ended by itself meanwhile is closed already: no-op.
+                client.close(reason)
+            closed = max(closed, min(due, len(waiting)))
+            await asyncio.sleep(DRAIN_TICK)
+        logger.info("events: drained in %.1f s", loop.time() - started)
 
     async def stop(self) -> None:
         """Shut down, then cancel and await the hub's tasks and close its connection."""
         self.begin_shutdown()
-        for task in self._tasks:
+        # Whatever is still open ends now (the server stops without waiting for the drain).
+        for client in [*self.streams, *self.polls]:
+            client.close("shutdown")
+        tasks = [*self._tasks, *([self._drain] if self._drain is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        self._drain = None
         if self.pubsub is not None:
             await self.pubsub.aclose()
             self.pubsub = None
@@ -140,6 +187,7 @@ class Hub:
         Synchronous, cheap and idempotent: it runs in ``finally`` blocks of
         cancelled or garbage-collected streams, where awaiting is not safe.
         """
+        self.revocations.forget(client)
         group = self.streams if client.is_stream else self.polls
         if client not in group:
             return
@@ -176,6 +224,7 @@ class Hub:
         """Send ``message`` (a reset) to every client: events may have been lost."""
         for client in [*self.streams, *self.polls]:
             client.push(message)
+        self.revocations.push(message)
 
     def reset_topics(self, topics: list[str], message: Message) -> None:
         """Send ``message`` (a reset) once to every client of any of ``topics``: they may have lost events."""

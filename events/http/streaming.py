@@ -34,11 +34,15 @@ from .. import metrics
 from ..backends.active import get_backend, get_hub
 from ..conf import conf
 from ..core import sse
+from ..core.revocations import Access
 from ..core.subscriber import HEARTBEAT, Subscriber
 from ..exceptions import HubUnavailable
 from ..serving.asgi_types import Send
 
 logger = logging.getLogger(__name__)
+
+# The name of the event that opens a stream, when asked for (see open_frame).
+OPEN_EVENT = "open"
 
 
 # Django's property, which the subclass below extends with a setter hook.
@@ -69,9 +73,11 @@ class EventStreamResponse(StreamingHttpResponse):
     hold events back, and SSE frames are tiny anyway.
     """
 
-    def __init__(self, topics: frozenset[str], last_event_id: str | None) -> None:
+    def __init__(
+        self, topics: frozenset[str], last_event_id: str | None, access: Access | None = None, *, announce: bool = False
+    ) -> None:
         self.subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
-        stream = event_stream(self.subscriber, last_event_id)
+        stream = event_stream(self.subscriber, last_event_id, access or Access(), announce=announce)
         super().__init__(stream, content_type="text/event-stream")
         self._stream = stream
         # Set by the setter below when a middleware replaces the body (the
@@ -142,7 +148,20 @@ def retry_hint() -> bytes:
     return sse.encode_retry(base + random.randint(0, base // 2))
 
 
-async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGenerator[bytes, None]:
+def open_frame(position: str | None) -> bytes:
+    """``event: open``: the stream is subscribed and events can flow (sent when asked with ``open_event=1``).
+
+    A comment is invisible to JavaScript; this event is not, so a client can
+    tell a stream that works from one whose body a proxy holds back. Its
+    ``id:`` is the position the stream resumes from (the client's own, or
+    "now" for a new one), so a client that reconnects from it misses nothing.
+    """
+    return sse.encode_event('{"topic": null, "data": null}', id=position or "", event=OPEN_EVENT)
+
+
+async def event_stream(
+    client: Subscriber, last_event_id: str | None, access: Access, *, announce: bool = False
+) -> AsyncGenerator[bytes, None]:
     hub = get_hub()
     backend = get_backend()
     topics = client.topics
@@ -159,11 +178,17 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             # position in each group: "now", read before subscribing, so that
             # nothing published in between is missed (single Redis: None).
             resume_from = last_event_id or await backend.start_position(topics)
+            if announce and resume_from is None:
+                # The open event names the position to resume from: read "now"
+                # before subscribing; the replay then covers what comes in between.
+                resume_from = await backend.acurrent_id(topics)
         except redis.RedisError as exc:
             end = "redis-error"
             yield sse.encode_comment(f"unavailable: cannot read positions ({type(exc).__name__}); retry later")
             return
         try:
+            # Registered first, so a revocation arriving from here on finds it.
+            hub.revocations.register(client, access)
             await hub.attach(client)
         except HubUnavailable as exc:
             end = "refused"
@@ -178,6 +203,8 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             last_event_id,
             len(hub.streams),
         )
+        if announce:
+            yield open_frame(resume_from)
 
         try:
             # The history after the client's position, in bounded batches
