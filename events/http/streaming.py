@@ -21,6 +21,7 @@ idempotent, as a cancelled or garbage-collected generator needs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncGenerator
@@ -148,15 +149,19 @@ def retry_hint() -> bytes:
     return sse.encode_retry(base + random.randint(0, base // 2))
 
 
-def open_frame(position: str | None) -> bytes:
+def open_frame(position: str | None, token_expires: float | None = None) -> bytes:
     """``event: open``: the stream is subscribed and events can flow (sent when asked with ``open_event=1``).
 
     A comment is invisible to JavaScript; this event is not, so a client can
     tell a stream that works from one whose body a proxy holds back. Its
     ``id:`` is the position the stream resumes from (the client's own, or
     "now" for a new one), so a client that reconnects from it misses nothing.
+    A stream opened with a signed token says when the token expires (Unix
+    seconds, ``{"token_expires": ...}``): the stream ends then, and the
+    client fetches a fresh token before reconnecting.
     """
-    return sse.encode_event('{"topic": null, "data": null}', id=position or "", event=OPEN_EVENT)
+    data = "null" if token_expires is None else json.dumps({"token_expires": int(token_expires)})
+    return sse.encode_event(f'{{"topic": null, "data": {data}}}', id=position or "", event=OPEN_EVENT)
 
 
 async def event_stream(
@@ -204,7 +209,7 @@ async def event_stream(
             len(hub.streams),
         )
         if announce:
-            yield open_frame(resume_from)
+            yield open_frame(resume_from, access.token_expires)
 
         try:
             # The history after the client's position, in bounded batches
