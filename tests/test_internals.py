@@ -178,3 +178,18 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
+
+
+def test_item_5_the_timestamp_of_a_signed_value_is_where_django_puts_it() -> None:
+    import time
+    from unittest import mock
+
+    from django.core import signing
+
+    from events.internals import signed_timestamp
+
+    at = int(time.time()) - 1234
+    with mock.patch("time.time", return_value=at + 0.5):
+        value = signing.dumps(["a", "b"], salt="x", compress=True)
+    assert signing.loads(value, salt="x") == ["a", "b"]
+    assert signed_timestamp(value) == at, "django.core.signing changed its layout: update events/internals.py"
