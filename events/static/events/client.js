@@ -519,6 +519,7 @@
           this.lastEventId = message.lastEventId; // where a stream without an id started
         }
         flows();
+        worked(); // this stream gets through: no fallback for its next error
       });
       const onMessage = (message) => {
         if (source !== this._source) {
