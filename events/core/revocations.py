@@ -148,7 +148,9 @@ class Revocations(Subscriber):
         for client in clients:
             client.close(REVOKED)
         if clients:
-            logger.info("events.revoked clients=%d by=%s", len(clients), "user" if user is not None else "session")
+            # The session is named by its hash: the key itself is a credential.
+            who = f"user:{user}" if user is not None else f"session:{session}"
+            logger.info("events.revoked clients=%d by=%s", len(clients), who)
         return len(clients)
 
     def revoke_all(self, why: str) -> None:
