@@ -21,9 +21,9 @@ Django's own changes revoke by themselves (connected in ``apps.py``):
   the values the instance was loaded with (``post_init``), so no query.
   ``QuerySet.update()`` sends no signal: call :func:`revoke` after one.
 
-Revocations are published once the current transaction commits, so a
-client that reconnects at once never finds the old rights still in the
-database.
+Revocations are published at once and, inside a transaction, once more
+when it commits: a client that reconnected before the commit (and so may
+have been authorized with the old rights) is ended again.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ import logging
 from typing import Any
 
 import redis
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, transaction
 from django.db.models.signals import post_init, post_save
 from django.http import HttpRequest
 
 from .backends.active import get_backend
 from .core.revocations import CONTROL_TOPIC, REVOKE_EVENT, Access, control_payload
+from .exceptions import PublishError
 from .publishing import _failed
 
 logger = logging.getLogger("events.revocation")
@@ -68,15 +70,39 @@ def _publish(payload: str) -> None:
         raise _failed(CONTROL_TOPIC, exc) from exc
 
 
+def _in_transaction() -> bool:
+    try:
+        return not transaction.get_autocommit()
+    except (ImproperlyConfigured, DatabaseError):
+        return False  # no usable database: no transaction either
+
+
+def _revoke(payload: str, *, raises: bool) -> None:
+    """Publish now; inside a transaction, once more when it commits.
+
+    Now: the streams end within 2 s whatever the transaction does. Again
+    after the commit: a client that reconnected in between (after its
+    ``retry:`` delay, usually long after the commit) may have been authorized
+    with the rights the transaction was taking away; the second one ends it.
+    """
+    try:
+        _publish(payload)
+    except PublishError as exc:
+        if raises:
+            raise
+        logger.warning("events: could not publish a revocation: %s", exc)
+    if _in_transaction():
+        transaction.on_commit(lambda: _publish(payload), robust=True)
+
+
 def revoke(user: Any) -> None:
     """End every open stream and waiting long-poll opened by ``user`` (a user or its primary key), everywhere.
 
     Within 2 s on every worker of every host sharing the Redis. Inside a
-    transaction it happens once the transaction commits (never on rollback).
-    Raises PublishError when Redis cannot be reached.
+    transaction, once more when it commits (see :func:`_revoke`). Raises
+    PublishError when Redis cannot be reached.
     """
-    payload = control_payload(user=_user_key(user))
-    transaction.on_commit(lambda: _publish(payload))
+    _revoke(control_payload(user=_user_key(user)), raises=True)
 
 
 async def arevoke(user: Any) -> None:
@@ -88,9 +114,8 @@ async def arevoke(user: Any) -> None:
 
 
 def revoke_session(session_key: str) -> None:
-    """End every stream and long-poll opened with the session ``session_key`` (on commit; errors logged)."""
-    payload = control_payload(session=session_hash(session_key))
-    transaction.on_commit(lambda: _publish(payload), robust=True)
+    """End every stream and long-poll opened with the session ``session_key`` (errors are logged)."""
+    _revoke(control_payload(session=session_hash(session_key)), raises=False)
 
 
 async def access_of(request: HttpRequest, *, token_expires: float | None, checked_at: float) -> Access:
@@ -148,8 +173,7 @@ def on_user_save(
         return  # e.g. last_login at every login
     deactivated = bool(before[0]) and not now[0]
     if deactivated or before[1] != now[1]:
-        payload = control_payload(user=_user_key(instance))
-        transaction.on_commit(lambda: _publish(payload), robust=True)
+        _revoke(control_payload(user=_user_key(instance)), raises=False)
 
 
 def connect_signals() -> None:
