@@ -41,12 +41,13 @@ async def check_revocations(topic: str) -> None:
     hub.start()
     assert hub.pubsub is not None
     await hub.pubsub.wait_connected(10)
-    assert CONTROL_TOPIC in hub.wanted_topics()
     now = asyncio.get_running_loop().time()
+    anonymous = await attached(hub, topic, Access(checked_at=now))
+    assert CONTROL_TOPIC not in hub.wanted_topics(), "no signed-in client: no control subscription"
     mine = await attached(hub, topic, Access(user="41", session=session_hash("k1"), checked_at=now))
+    assert CONTROL_TOPIC in hub.wanted_topics()
     other_session = await attached(hub, topic, Access(user="41", session=session_hash("k2"), checked_at=now))
     someone_else = await attached(hub, topic, Access(user="42", checked_at=now))
-    anonymous = await attached(hub, topic, Access(checked_at=now))
     try:
         await sync_to_async(revoke_session)("k1")
         await until(lambda: mine.close_reason == "revoked")
@@ -69,6 +70,7 @@ async def check_revocations(topic: str) -> None:
             hub.detach(client)
     assert hub.revocations.registered == {}
     assert hub.revocations.by_user == {} and hub.revocations.by_session == {}
+    assert CONTROL_TOPIC not in hub.wanted_topics(), "the last signed-in client left: unsubscribed"
 
 
 @pytest.mark.django_db(transaction=True)

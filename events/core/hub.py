@@ -56,10 +56,9 @@ class Hub:
         self.closing = False
         self.pubsub: HubConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Who opened each client, and the listener of revocations: subscribed
-        # to their control topic for the hub's whole life (revocations.py).
+        # Who opened each client, and the listener of revocations: a client of
+        # their control topic while a signed-in client is here (revocations.py).
         self.revocations = Revocations()
-        self.topic_clients[CONTROL_TOPIC] = {self.revocations}
         # Ends the streams at EVENTS["DRAIN_RATE"] once shutting down.
         self._drain: asyncio.Task[None] | None = None
 
@@ -169,8 +168,13 @@ class Hub:
         (metrics.STREAMS_OPEN if client.is_stream else metrics.POLLS_WAITING).inc()
         for topic in client.topics:
             self.topic_clients.setdefault(topic, set()).add(client)
+        topics = client.topics
+        if self.revocations.watches(client):
+            # Signed in: revocations must reach it from now on.
+            self.topic_clients.setdefault(CONTROL_TOPIC, set()).add(self.revocations)
+            topics = topics | {CONTROL_TOPIC}
         try:
-            waiters = await self.pubsub.subscribe(client.topics)
+            waiters = await self.pubsub.subscribe(topics)
             if waiters:
                 await wait_shared(waiters, SUBSCRIBE_WAIT)
         except (TimeoutError, HubUnavailable, redis.RedisError, OSError) as exc:
@@ -188,6 +192,11 @@ class Hub:
         cancelled or garbage-collected streams, where awaiting is not safe.
         """
         self.revocations.forget(client)
+        if not self.revocations.registered and CONTROL_TOPIC in self.topic_clients:
+            # The last signed-in client left: no revocation concerns this worker.
+            del self.topic_clients[CONTROL_TOPIC]
+            if self.pubsub is not None:
+                self.pubsub.release([CONTROL_TOPIC])
         group = self.streams if client.is_stream else self.polls
         if client not in group:
             return

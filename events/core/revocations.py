@@ -10,14 +10,14 @@ costs O(matching clients), and nothing is done per event per client.
 Revocations reach every process through Redis, as events on
 :data:`CONTROL_TOPIC`, published like any event (so the backend's guarantees
 hold: history, gap filling after a reconnect, single node and cluster
-alike). The hub keeps :class:`Revocations` subscribed to that topic for its
-whole life (one channel per worker, idle but for revocations): the
-subscription is in place before any stream is authorized, so no revocation
-can pass between a stream's authorization and its registration unseen
-(:attr:`Revocations.recent` covers the moments in between). Should the hub
-learn that it may have missed events (a ``reset`` on the control topic, or
-for everything), it ends every registered client: they reconnect and are
-authorized again with their current rights.
+alike). The hub subscribes :class:`Revocations` to that topic while it has
+at least one signed-in client (one channel per worker, idle but for
+revocations), as part of that client's attach. A revocation that arrives
+between a client's authorization and its registration is caught by
+:attr:`Revocations.recent`. Should the hub learn that it may have missed
+events (a ``reset`` on the control topic, or for everything), it ends every
+registered client: they reconnect and are authorized again with their
+current rights.
 
 A revoked client ends cleanly (``close("revoked")``): a stream with its
 ``retry:`` hint (the browser reconnects with the rights it has now, and the
@@ -121,6 +121,10 @@ class Revocations(Subscriber):
             lifetime = max(0.0, access.token_expires - time.time())
             jitter = random.uniform(0, min(lifetime * TOKEN_JITTER_FRACTION, TOKEN_JITTER_MAX))
             self.timers[client] = loop.call_later(lifetime - jitter, client.close, TOKEN_EXPIRED)
+
+    def watches(self, client: Subscriber) -> bool:
+        """Whether ``client`` is registered as opened by a user or session (it needs the control topic)."""
+        return client in self.registered
 
     def forget(self, client: Subscriber) -> None:
         """Drop ``client`` (it ended). Synchronous, cheap and idempotent, like ``Hub.detach``."""
