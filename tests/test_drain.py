@@ -226,9 +226,16 @@ async def test_a_restarted_worker_drains_its_streams_without_a_reconnect_storm(
             stopped_at = time.monotonic()
             took = await asyncio.to_thread(one.stop, signal.SIGTERM, 90)
             restarted = stack.enter_context(start_uvicorn(env, args=args, port=one_port))
-            await asyncio.to_thread(
-                wait_for, lambda: streams(restarted) + streams(two) == CLIENTS, 60, "every client back"
-            )
+            counts: list[int] = []
+
+            def all_back() -> bool:
+                counts[:] = [streams(restarted), streams(two)]
+                return sum(counts) == CLIENTS
+
+            try:
+                await asyncio.to_thread(wait_for, all_back, 120, "every client back")
+            except AssertionError:
+                raise AssertionError(f"streams on the restarted and the other worker: {counts}") from None
             stop_publishing.set()
             thread.join(10)
             last = published[-1]

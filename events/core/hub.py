@@ -105,17 +105,23 @@ class Hub:
     async def _drain_streams(self, rate: int, reason: str) -> None:
         """Close ``rate`` streams per second, in ticks, until none is left open."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = last = loop.time() - DRAIN_TICK
         # No new stream is accepted any more: the ones open now are all there is.
         waiting = list(self.streams)
         logger.info("events: draining %d streams at %d per second", len(waiting), rate)
         closed = 0
+        budget = 0.0
         while closed < len(waiting):
-            due = int((loop.time() - started) * rate) + max(1, int(rate * DRAIN_TICK))
+            now = loop.time()
+            # A late tick (a busy loop) does not catch up in a burst: the rate is a ceiling.
+            budget += rate * min(now - last, 2 * DRAIN_TICK)
+            last = now
+            due = min(len(waiting), closed + int(budget))
             for client in waiting[closed:due]:
                 # A stream that ended by itself meanwhile is closed already: no-op.
                 client.close(reason)
-            closed = max(closed, min(due, len(waiting)))
+            budget -= due - closed
+            closed = due
             await asyncio.sleep(DRAIN_TICK)
         logger.info("events: drained in %.1f s", loop.time() - started)
 
