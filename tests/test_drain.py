@@ -115,6 +115,7 @@ class Client:
         self.numbers: list[int] = []
         self.reconnects: list[float] = []
         self.done = False
+        self.state = "new"  # for the failure message: where a client that did not come back is
 
     async def run(self) -> None:
         first = True
@@ -123,8 +124,10 @@ class Client:
                 self.reconnects.append(time.monotonic())
             first = False
             try:
+                self.state = "connecting"
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
+                self.state = "connect-failed"
                 await asyncio.sleep(0.05)
                 continue
             try:
@@ -135,11 +138,13 @@ class Client:
                 )
                 writer.write(request.encode())
                 buffer = b""
+                self.state = "waiting"
                 while not self.done:
                     chunk = await reader.read(65536)
                     if not chunk:
                         break
                     buffer += chunk
+                    self.state = "streaming" if b"stream open" in buffer or self.state == "streaming" else self.state
                     *frames, buffer = buffer.split(b"\n\n")
                     for frame in frames:
                         self._frame(frame)
@@ -235,7 +240,13 @@ async def test_a_restarted_worker_drains_its_streams_without_a_reconnect_storm(
             try:
                 await asyncio.to_thread(wait_for, all_back, 120, "every client back")
             except AssertionError:
-                raise AssertionError(f"streams on the restarted and the other worker: {counts}") from None
+                from collections import Counter
+
+                states = Counter(client.state for client in clients)
+                dead = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled()][:3]
+                raise AssertionError(
+                    f"streams on the restarted and the other worker: {counts}; clients: {dict(states)}; ended: {dead}"
+                ) from None
             stop_publishing.set()
             thread.join(10)
             last = published[-1]
