@@ -3,6 +3,7 @@
 Public API::
 
     from events import publish, apublish, publish_on_commit
+    from events import revoke, arevoke   # end a user's open streams everywhere
 
 The functions are imported on first use, so importing ``events`` does nothing
 (no settings read, no connection).
@@ -19,11 +20,13 @@ __all__ = [
     "PublishError",
     "acurrent_id",
     "apublish",
+    "arevoke",
     "current_id",
     "make_token",
     "publish",
     "publish_changes",
     "publish_on_commit",
+    "revoke",
 ]
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from .exceptions import PublishError
     from .model_events import publish_changes
     from .publishing import apublish, publish, publish_on_commit
+    from .revocation import arevoke, revoke
     from .tokens import make_token
 
 _EXPORTS = {
@@ -40,6 +44,8 @@ _EXPORTS = {
     "publish_changes": "model_events",
     "PublishError": "exceptions",
     "make_token": "tokens",
+    "revoke": "revocation",
+    "arevoke": "revocation",
     "current_id": "backends.active",
     "acurrent_id": "backends.active",
 }

@@ -6,6 +6,7 @@ class EventsConfig(AppConfig):
     verbose_name = "Live events"
 
     def ready(self) -> None:
-        from . import checks
+        from . import checks, revocation
 
         checks.register()
+        revocation.connect_signals()

@@ -21,9 +21,18 @@ from .conf import declarations
 NGINX_READ_TIMEOUT = 60
 
 
+# Secret keys anyone can read: the demo project's development key (in its
+# public settings.py) and the prefix of the keys ``startproject`` writes into
+# a settings file. Whoever knows the key can sign subscribe tokens for any
+# topic (and sessions, password reset links...).
+PUBLIC_SECRET_KEYS = frozenset({"dev-only-insecure-secret-key-change-me"})
+PUBLIC_SECRET_KEY_PREFIX = "django-insecure-"
+
+
 def register() -> None:
     register_check(check_settings, Tags.compatibility)
     register_check(check_app_order, Tags.compatibility)
+    register_check(check_secret_key, Tags.security)
 
 
 def check_app_order(**kwargs: Any) -> list[CheckMessage]:
@@ -40,6 +49,25 @@ def check_app_order(**kwargs: Any) -> list[CheckMessage]:
                 id="events.W004",
             )
         ]
+    return []
+
+
+def check_secret_key(**kwargs: Any) -> list[CheckMessage]:
+    """``events.E011``: with ``DEBUG`` off, ``SECRET_KEY`` (or a fallback) is a published development key."""
+    if settings.DEBUG:
+        return []
+    keys = [getattr(settings, "SECRET_KEY", ""), *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    for key in keys:
+        if isinstance(key, str) and (key in PUBLIC_SECRET_KEYS or key.startswith(PUBLIC_SECRET_KEY_PREFIX)):
+            which = "SECRET_KEY" if key == keys[0] else "SECRET_KEY_FALLBACKS"
+            return [
+                Error(
+                    f"{which} is a public development key, and DEBUG is off.",
+                    hint="Anyone can sign subscribe tokens (and sessions) with it. Set DJANGO_SECRET_KEY to a "
+                    "long random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(50))'`.",
+                    id="events.E011",
+                )
+            ]
     return []
 
 

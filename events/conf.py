@@ -210,6 +210,12 @@ class Settings:
         minimum=0.01,
         env="EVENTS_WRITE_TIMEOUT",
     )
+    DRAIN_RATE = Int(
+        1000,
+        "streams a stopping worker ends per second (`0` = all at once); see Shutdown",
+        minimum=0,
+        env="EVENTS_DRAIN_RATE",
+    )
     RETRY_MS = Int(2000, "`retry:` hint in ms; up to +50 % jitter is added", minimum=0, env="EVENTS_RETRY_MS")
     AUTHORIZE = Text(
         "events.authorization.default_authorize",

@@ -48,13 +48,18 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
    (``streaming.py``) so a middleware that replaces the content is noticed.
 10. **uvicorn installs its signal handlers before lifespan start-up**:
     ``asgi.py`` chains its shutdown hook in front of the handler found at
-   start-up (streams learn of SIGTERM before uvicorn waits for them to end).
-   With another order the hook would be replaced, not chained, and open
-   streams would only end at the graceful-shutdown timeout.
+    start-up (streams learn of SIGTERM before uvicorn waits for them to end).
+    With another order the hook would be replaced, not chained, and open
+    streams would only end at the graceful-shutdown timeout.
 11. **redis-py pool internals** (``redis_url.py``): a client's
     ``connection_pool.connection_class`` and ``connection_kwargs`` (to build
     the bounded, waiting pool from the same connection settings), and a
     Sentinel pool's ``sentinel_manager`` (to close its sentinel connections).
+
+12. **The timestamp inside a signed value** (:func:`signed_timestamp`):
+    ``django.core.signing`` (``b62_decode`` and the ``value:timestamp:signature``
+    layout), to end a stream opened with a subscribe token when the token
+    expires and to refuse a token dated in the future (``tokens.py``).
 
 No private (underscored) attribute of Django or uvicorn is read or written;
 item 5 reads two of the standard library's ``multiprocessing.Process``.
@@ -168,3 +173,16 @@ def hypercorn_shutdown_event() -> Any | None:
         return None
     event = (getattr(process, "_kwargs", None) or {}).get("shutdown_event")
     return event if callable(getattr(event, "is_set", None)) else None
+
+
+def signed_timestamp(signed: str) -> int:
+    """The Unix time (seconds) at which a ``django.core.signing`` timestamped value was signed (item 12).
+
+    Django checks a signature's age (``max_age``) but does not hand the
+    timestamp out: it is the middle part of ``<value>:<timestamp>:<signature>``
+    in base 62. Call only on a value whose signature was verified.
+    """
+    from django.core import signing
+
+    _, timestamp, _ = signed.rsplit(":", 2)
+    return int(signing.b62_decode(timestamp))

@@ -54,3 +54,30 @@ def test_gzip_middleware_is_not_warned_about() -> None:
     ):
         messages = run_checks(tags=[Tags.compatibility])
     assert [message for message in messages if message.id and message.id.startswith("events.")] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "fallbacks", "debug", "reported"),
+    [
+        ("dev-only-insecure-secret-key-change-me", [], False, True),  # the demo's (project/settings.py)
+        ("django-insecure-abc123", [], False, True),  # startproject's
+        ("a-long-random-production-key-0123456789abcdef", ["dev-only-insecure-secret-key-change-me"], False, True),
+        ("a-long-random-production-key-0123456789abcdef", [], False, False),
+        ("dev-only-insecure-secret-key-change-me", [], True, False),  # development: fine
+    ],
+)
+def test_a_public_development_secret_key_without_debug_is_an_error(
+    key: str, fallbacks: list[str], debug: bool, reported: bool
+) -> None:
+    with override_settings(SECRET_KEY=key, SECRET_KEY_FALLBACKS=fallbacks, DEBUG=debug):
+        messages = run_checks(tags=[Tags.security])
+    assert ("events.E011" in ids(messages)) is reported
+
+
+def test_the_demo_development_key_is_the_one_checked() -> None:
+    from pathlib import Path
+
+    from events.checks import PUBLIC_SECRET_KEYS
+
+    source = (Path(__file__).resolve().parent.parent / "project" / "settings.py").read_text()
+    assert all(f'"{key}"' in source for key in PUBLIC_SECRET_KEYS)

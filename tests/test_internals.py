@@ -329,3 +329,21 @@ async def test_redis_py_pools_still_expose_what_redis_url_py_reads() -> None:
     assert isinstance(sentinel_pool, redis.asyncio.sentinel.SentinelConnectionPool)
     assert sentinel_pool.sentinel_manager is manager, "item 11: a Sentinel pool's sentinel_manager is gone"
     await manager.aclose()
+
+
+# Django: the timestamp of a signed value (item 12) ------------------------
+
+
+def test_item_12_the_timestamp_of_a_signed_value_is_where_django_puts_it() -> None:
+    import time
+    from unittest import mock
+
+    from django.core import signing
+
+    from events.internals import signed_timestamp
+
+    at = int(time.time()) - 1234
+    with mock.patch("time.time", return_value=at + 0.5):
+        value = signing.dumps(["a", "b"], salt="x", compress=True)
+    assert signing.loads(value, salt="x") == ["a", "b"]
+    assert signed_timestamp(value) == at, "django.core.signing changed its layout: update events/internals.py"

@@ -125,6 +125,7 @@ def test_environment_variable_names_are_kept() -> None:
         "MAX_STREAM_AGE": "EVENTS_MAX_STREAM_AGE",
         "QUEUE_SIZE": "EVENTS_QUEUE_SIZE",
         "WRITE_TIMEOUT": "EVENTS_WRITE_TIMEOUT",
+        "DRAIN_RATE": "EVENTS_DRAIN_RATE",
         "RETRY_MS": "EVENTS_RETRY_MS",
         "AUTHORIZE": "EVENTS_AUTHORIZE",
         "TOKEN_MAX_AGE": "EVENTS_TOKEN_MAX_AGE",

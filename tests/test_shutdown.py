@@ -62,3 +62,40 @@ async def test_streams_end_cleanly_at_their_maximum_age(start_server: Callable[.
         frames = await stream.until_end(timeout=5)
     assert any("closing: max-age; reconnect" in c for f in frames for c in f.comments)
     assert stream.ended
+
+
+async def test_sigterm_drains_streams_at_drain_rate_with_heartbeats_meanwhile(
+    start_server: Callable[..., UvicornServer], topic: str
+) -> None:
+    """40 streams at DRAIN_RATE 20 end over about 2 s, not at once; the last ones keep their heartbeats."""
+    srv = start_server(
+        {"EVENTS_DRAIN_RATE": "20", "EVENTS_HEARTBEAT": "0.1"}, args=["--timeout-graceful-shutdown", "20"]
+    )
+    streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(40)]
+    since = publish(topic)
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
+            await asyncio.to_thread(wait_for, lambda: health(srv)["streams"] == 40, 10, "40 streams")
+            poll = asyncio.create_task(client.get(f"{srv.url}/events/poll/?topic={topic}&since={since}"))
+            await asyncio.to_thread(wait_for, lambda: health(srv)["polls"] == 1, 10, "the poll to wait")
+            started = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(poll, 3)
+            assert time.monotonic() - started < 1, "a waiting long-poll is answered at once"
+            assert answer.json() == {"events": [], "last_id": since}
+
+            async def ended(stream: Any) -> tuple[float, int]:
+                body = await stream.read_to_end(timeout=10)
+                assert b": closing: shutdown; reconnect\n\n" in body
+                return time.monotonic() - started, body.count(b": heartbeat")
+
+            ends = sorted(await asyncio.gather(*(ended(s) for s in streams)))
+            await asyncio.to_thread(srv.process.wait, 5)
+            # Spread over about 40 / 20 = 2 s: neither all at once nor stalled.
+            assert ends[0][0] < 0.5 and 1.2 < ends[-1][0] < 6, ends
+            # The last ones kept their heartbeats (every 0.1 s) while the others ended.
+            assert ends[-1][1] - ends[0][1] >= 5, ends
+        finally:
+            for s in streams:
+                await s.close()

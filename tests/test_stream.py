@@ -219,3 +219,45 @@ async def test_subscription_is_shared_one_redis_subscriber_per_process(
         await opened(two)
         await subscribed(server, topic)
         assert redis_client.pubsub_numsub(channel_name(topic, server.env["EVENTS_PREFIX"]))[0][1] == 1
+
+
+async def test_open_event_when_asked_once_subscribed_with_the_resume_position(
+    server: UvicornServer, topic: str
+) -> None:
+    since = publish(topic, data="old")
+    async with open_stream(stream_url(server, topic, open_event="1", last_event_id=since)) as stream:
+        frame = await stream.next_event()
+        assert (frame.event, frame.id, frame.json) == ("open", since, {"topic": None, "data": None})
+        # Sent once the topics are subscribed: an event published now arrives.
+        event_id = publish(topic, data="new")
+        assert (await stream.next_event()).id == event_id
+
+
+async def test_open_event_of_a_new_stream_names_now_and_nothing_published_after_it_is_missed(
+    server: UvicornServer, topic: str
+) -> None:
+    before = publish(topic, data="before")
+    async with open_stream(stream_url(server, topic, open_event="1")) as stream:
+        frame = await stream.next_event()
+        assert frame.event == "open" and frame.id is not None
+        assert parse_id(frame.id) >= parse_id(before)
+        event_id = publish(topic, data="after")
+        nxt = await stream.next_event()
+        assert (nxt.id, nxt.json["data"]) == (event_id, "after")
+
+
+async def test_no_open_event_unless_asked(server: UvicornServer, topic: str) -> None:
+    async with open_stream(stream_url(server, topic)) as stream:
+        await opened(stream)
+        await subscribed(server, topic)
+        event_id = publish(topic)
+        assert (await stream.next_event()).id == event_id
+
+
+async def test_a_malformed_open_event_flag_is_a_400(server: UvicornServer, topic: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(stream_url(server, topic, open_event="maybe"))
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_parameter"

@@ -76,3 +76,11 @@ def test_the_page_still_renders_while_redis_is_down() -> None:
         config = config_of(render('{% live_events "board" %}'))
     assert config["lastEventId"] is None
     assert current_id()  # the real Redis is untouched
+
+
+def test_a_token_refresh_url_when_given() -> None:
+    config = config_of(render('{% live_events "board" token=True refresh_token="events:health" %}'))
+    assert config["refreshToken"] == "/events/health/"  # a URL name, reversed
+    config = config_of(render('{% live_events "board" token=True refresh_token="/my/token/" %}'))
+    assert config["refreshToken"] == "/my/token/"
+    assert config_of(render('{% live_events "board" %}'))["refreshToken"] is None

@@ -28,8 +28,10 @@ topic keeps only its newest event, and beyond that its clients get one
 ``reset``.
 
 Lifecycle: ``start()`` (ASGI lifespan, or lazily on first attach) creates the
-reader, ticker and dispatcher tasks; ``begin_shutdown()`` ends every client cleanly and
-refuses new ones; ``stop()`` cancels and awaits the tasks and closes Redis.
+reader, ticker and dispatcher tasks; ``begin_shutdown()`` refuses new
+clients, answers waiting long-polls and ends the streams cleanly at
+``EVENTS["DRAIN_RATE"]``; ``stop()`` cancels and awaits the tasks and closes
+Redis.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ..backends.reader import HubConnection
 from ..conf import conf
 from ..exceptions import HubUnavailable
 from .messages import Message
+from .revocations import CONTROL_TOPIC, Revocations
 from .subscriber import Subscriber
 from .tasks import cancel_and_wait, wait_shared
 
@@ -71,6 +74,8 @@ SLICE_PUSHES = 500
 # event name pairs) and payload bytes.
 PENDING_MAX = 10_000
 PENDING_BYTES = 16 * 1024 * 1024
+# Seconds between two batches of streams ended while draining (DRAIN_RATE).
+DRAIN_TICK = 0.05
 
 
 class Hub:
@@ -96,6 +101,11 @@ class Hub:
         # client gets its messages in order.
         self.behind = False
         self._wake_dispatcher = asyncio.Event()
+        # Who opened each client, and the listener of revocations: a client of
+        # their control topic while a signed-in client is here (revocations.py).
+        self.revocations = Revocations()
+        # Ends the streams at EVENTS["DRAIN_RATE"] once shutting down.
+        self._drain: asyncio.Task[None] | None = None
 
     # Lifecycle ----------------------------------------------------------
 
@@ -118,20 +128,63 @@ class Hub:
         ]
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
-        """End every client cleanly now and refuse new ones. Safe to call twice."""
+        """Refuse new clients; answer waiting long-polls now; end streams at ``DRAIN_RATE``. Safe to call twice.
+
+        Every server's stop path calls this. Streams end cleanly (a ``retry:``
+        hint, then the end of the body), at most ``EVENTS["DRAIN_RATE"]`` per
+        second, so that their clients' reconnects reach the other workers as a
+        bounded flow, not a storm; the ticker keeps the others' heartbeats
+        going meanwhile. The server exits once the last one has ended.
+        """
+        if self.closing:
+            return
         self.closing = True
-        for client in [*self.streams, *self.polls]:
+        for client in list(self.polls):
             client.close(reason)
+        rate = conf.DRAIN_RATE
+        if rate <= 0 or len(self.streams) <= rate * DRAIN_TICK:
+            for client in list(self.streams):
+                client.close(reason)
+            return
+        self._drain = asyncio.get_running_loop().create_task(self._drain_streams(rate, reason), name="events-drain")
+
+    async def _drain_streams(self, rate: int, reason: str) -> None:
+        """Close ``rate`` streams per second, in ticks, until none is left open."""
+        loop = asyncio.get_running_loop()
+        started = last = loop.time() - DRAIN_TICK
+        # No new stream is accepted any more: the ones open now are all there is.
+        waiting = list(self.streams)
+        logger.info("events: draining %d streams at %d per second", len(waiting), rate)
+        closed = 0
+        budget = 0.0
+        while closed < len(waiting):
+            now = loop.time()
+            # A late tick (a busy loop) does not catch up in a burst: the rate is a ceiling.
+            budget += rate * min(now - last, 2 * DRAIN_TICK)
+            last = now
+            due = min(len(waiting), closed + int(budget))
+            for client in waiting[closed:due]:
+                # A stream that ended by itself meanwhile is closed already: no-op.
+                client.close(reason)
+            budget -= due - closed
+            closed = due
+            await asyncio.sleep(DRAIN_TICK)
+        logger.info("events: drained in %.1f s", loop.time() - started)
 
     async def stop(self) -> None:
         """Shut down, then cancel and await the hub's tasks and close its connection."""
         self.begin_shutdown()
-        for task in self._tasks:
+        # Whatever is still open ends now (the server stops without waiting for the drain).
+        for client in [*self.streams, *self.polls]:
+            client.close("shutdown")
+        tasks = [*self._tasks, *([self._drain] if self._drain is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             # Not ``await task``: a cancellation of the caller must propagate.
             await cancel_and_wait(task)
         self._tasks = []
+        self._drain = None
         self.pending.clear()
         self.behind = False
         if self.pubsub is not None:
@@ -170,8 +223,13 @@ class Hub:
         (metrics.STREAMS_OPEN if client.is_stream else metrics.POLLS_WAITING).inc()
         for topic in client.topics:
             self.topic_clients.setdefault(topic, set()).add(client)
+        topics = client.topics
+        if self.revocations.watches(client):
+            # Signed in: revocations must reach it from now on.
+            self.topic_clients.setdefault(CONTROL_TOPIC, set()).add(self.revocations)
+            topics = topics | {CONTROL_TOPIC}
         try:
-            waiters = await self.pubsub.subscribe(client.topics)
+            waiters = await self.pubsub.subscribe(topics)
             if waiters:
                 await wait_shared(waiters, SUBSCRIBE_WAIT)
         except _REFUSED as exc:
@@ -188,6 +246,12 @@ class Hub:
         Synchronous, cheap and idempotent: it runs in ``finally`` blocks of
         cancelled or garbage-collected streams, where awaiting is not safe.
         """
+        self.revocations.forget(client)
+        if not self.revocations.registered and CONTROL_TOPIC in self.topic_clients:
+            # The last signed-in client left: no revocation concerns this worker.
+            del self.topic_clients[CONTROL_TOPIC]
+            if self.pubsub is not None:
+                self.pubsub.release([CONTROL_TOPIC])
         group = self.streams if client.is_stream else self.polls
         if client not in group:
             return

@@ -79,3 +79,13 @@ def parse_token(request: HttpRequest) -> str | None:
     if value is not None and len(value) > MAX_TOKEN_LENGTH:
         raise BadRequest("invalid_token", f"Token is {len(value)} characters long; the limit is {MAX_TOKEN_LENGTH}.")
     return value or None
+
+
+def parse_flag(request: HttpRequest, name: str) -> bool:
+    """A boolean parameter: absent, ``0`` or ``false`` is off; ``1`` or ``true`` is on."""
+    value = _single(request, name)
+    if value is None or value.lower() in ("", "0", "false"):
+        return False
+    if value.lower() in ("1", "true"):
+        return True
+    raise BadRequest("invalid_parameter", f"Parameter {name!r} must be 1 or 0, got {value[:20]!r}.")

@@ -18,6 +18,7 @@ from ..backends.active import get_backend, get_hub
 from ..backends.history import Batch
 from ..conf import conf
 from ..core.messages import Message
+from ..core.revocations import ENDED_RIGHTS, Access
 
 # Events in one long-poll answer, at most: a client that missed more gets
 # the oldest ones and continues from the answer's ``last_id``.
@@ -28,14 +29,21 @@ def _answer(messages: list[Message], last_id: str) -> dict[str, Any]:
     return {"events": [message.as_dict() for message in messages], "last_id": messages[-1].id if messages else last_id}
 
 
-async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]:
-    """The JSON answer of one long-poll. Raises HubUnavailable or one of ``REDIS_ERRORS``."""
+async def long_poll(topics: frozenset[str], since: str | None, access: Access | None = None) -> dict[str, Any]:
+    """The JSON answer of one long-poll. Raises HubUnavailable or one of ``REDIS_ERRORS``.
+
+    Revoked (or its token expired) while waiting, it answers at once with no
+    events and the position to continue from: the next poll is authorized
+    again with the client's current rights.
+    """
     backend = get_backend()
     if since is None:
         since = await backend.acurrent_id(topics)
     hub = get_hub()
     client = backend.new_subscriber(topics, conf.QUEUE_SIZE, is_stream=False)
     try:
+        # Registered first, so a revocation arriving from here on finds it.
+        hub.revocations.register(client, access or Access())
         # Subscribe first, then read the history: nothing falls in between.
         await hub.attach(client)
         # The history after ``since``, in bounded batches, up to the first
@@ -58,6 +66,8 @@ async def long_poll(topics: frozenset[str], since: str | None) -> dict[str, Any]
                 await client.wait()
         finally:
             timer.cancel()
+        if client.close_reason in ENDED_RIGHTS:
+            return _answer([], backend.poll_last_id(client, since, last_batch))
         return _answer(client.take()[:MAX_EVENTS], backend.poll_last_id(client, since, last_batch))
     finally:
         hub.detach(client)

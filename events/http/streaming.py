@@ -22,6 +22,7 @@ idempotent, as a cancelled or garbage-collected generator needs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncGenerator
@@ -35,11 +36,15 @@ from ..backends.active import get_backend, get_hub
 from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..core import sse
+from ..core.revocations import Access
 from ..core.subscriber import HEARTBEAT, Subscriber
 from ..exceptions import HubUnavailable
 from ..serving.asgi_types import Send
 
 logger = logging.getLogger(__name__)
+
+# The name of the event that opens a stream, when asked for (see open_frame).
+OPEN_EVENT = "open"
 
 
 # Django's property, which the subclass below extends with a setter hook.
@@ -70,9 +75,11 @@ class EventStreamResponse(StreamingHttpResponse):
     hold events back, and SSE frames are tiny anyway.
     """
 
-    def __init__(self, topics: frozenset[str], last_event_id: str | None) -> None:
+    def __init__(
+        self, topics: frozenset[str], last_event_id: str | None, access: Access | None = None, *, announce: bool = False
+    ) -> None:
         self.subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
-        stream = event_stream(self.subscriber, last_event_id)
+        stream = event_stream(self.subscriber, last_event_id, access or Access(), announce=announce)
         super().__init__(stream, content_type="text/event-stream")
         self._stream = stream
         # Set by the setter below when a middleware replaces the body (the
@@ -143,7 +150,24 @@ def retry_hint() -> bytes:
     return sse.encode_retry(base + random.randint(0, base // 2))
 
 
-async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGenerator[bytes, None]:
+def open_frame(position: str | None, token_expires: float | None = None) -> bytes:
+    """``event: open``: the stream is subscribed and events can flow (sent when asked with ``open_event=1``).
+
+    A comment is invisible to JavaScript; this event is not, so a client can
+    tell a stream that works from one whose body a proxy holds back. Its
+    ``id:`` is the position the stream resumes from (the client's own, or
+    "now" for a new one), so a client that reconnects from it misses nothing.
+    A stream opened with a signed token says when the token expires (Unix
+    seconds, ``{"token_expires": ...}``): the stream ends then, and the
+    client fetches a fresh token before reconnecting.
+    """
+    data = "null" if token_expires is None else json.dumps({"token_expires": int(token_expires)})
+    return sse.encode_event(f'{{"topic": null, "data": {data}}}', id=position or "", event=OPEN_EVENT)
+
+
+async def event_stream(
+    client: Subscriber, last_event_id: str | None, access: Access, *, announce: bool = False
+) -> AsyncGenerator[bytes, None]:
     hub = get_hub()
     backend = get_backend()
     topics = client.topics
@@ -160,11 +184,17 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             # position in each group: "now", read before subscribing, so that
             # nothing published in between is missed (single Redis: None).
             resume_from = last_event_id or await backend.start_position(topics)
+            if announce and resume_from is None:
+                # The open event names the position to resume from: read "now"
+                # before subscribing; the replay then covers what comes in between.
+                resume_from = await backend.acurrent_id(topics)
         except REDIS_ERRORS as exc:
             end = "redis-error"
             yield sse.encode_comment(f"unavailable: cannot read positions ({type(exc).__name__}); retry later")
             return
         try:
+            # Registered first, so a revocation arriving from here on finds it.
+            hub.revocations.register(client, access)
             await hub.attach(client)
         except HubUnavailable as exc:
             end = "refused"
@@ -179,6 +209,8 @@ async def event_stream(client: Subscriber, last_event_id: str | None) -> AsyncGe
             last_event_id,
             len(hub.streams),
         )
+        if announce:
+            yield open_frame(resume_from, access.token_expires)
 
         try:
             # The history after the client's position, in bounded batches

@@ -7,6 +7,7 @@ Errors are JSON: ``{"error": "<message for people>", "code": "<stable code>"}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -22,9 +23,11 @@ from ..backends.active import get_backend, get_hub
 from ..backends.connection import describe_error
 from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
+from ..core.revocations import Access
 from ..exceptions import HubUnavailable
+from ..revocation import access_of
 from ..serving.handlers import thread_lean, warn_unless_events_handler
-from ..tokens import InvalidToken, granted_topics
+from ..tokens import InvalidToken, read_token
 from . import params
 from .errors import error
 from .polling import long_poll
@@ -33,8 +36,8 @@ from .streaming import EventStreamResponse
 logger = logging.getLogger(__name__)
 
 View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
-# A view of a subscription (stream or poll): given the request's topics and resume id.
-SubscriptionView = Callable[[HttpRequest, frozenset[str], str | None], Coroutine[Any, Any, HttpResponseBase]]
+# A view of a subscription (stream or poll): given the request's topics, resume id and who opens it.
+SubscriptionView = Callable[[HttpRequest, frozenset[str], str | None, Access], Coroutine[Any, Any, HttpResponseBase]]
 
 # Seconds a client should wait before retrying a long-poll answered with 503.
 RETRY_AFTER = 2
@@ -70,18 +73,23 @@ def get_only(view: View) -> View:
     return csrf_exempt(wrapper)
 
 
-async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpResponseBase | None:
-    """Parse the token and ask the hook; a 403 (saying nothing about the topics) if denied."""
+async def _topics_allowed(request: HttpRequest, topics: frozenset[str]) -> HttpResponseBase | float | None:
+    """Parse the token and ask the hook; a 403 (saying nothing about the topics) if denied.
+
+    Allowed: the Unix time at which the token used expires, or None (no token).
+    """
     token = params.parse_token(request)
     granted: frozenset[str] = frozenset()
+    expires: float | None = None
     if token is not None:
         try:
-            granted = granted_topics(token)
+            granted, expires = read_token(token)
         except InvalidToken as exc:
             return error(403, "invalid_token", str(exc))
     if await denied_topics(request, topics - granted):
         return error(403, "forbidden", "You are not allowed to read one or more of the requested topics.")
-    return None
+    # A token that grants none of the topics asked for is no limit on them.
+    return expires if granted & topics else None
 
 
 def subscription(read_id: Callable[[HttpRequest], str | None]) -> Callable[[SubscriptionView], View]:
@@ -98,13 +106,18 @@ def subscription(read_id: Callable[[HttpRequest], str | None]) -> Callable[[Subs
             # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
             # out the middleware that usually does (DisallowedHost becomes a 400).
             request.get_host()
+            # Revocations received from now on apply to this request (revocations.py).
+            checked_at = asyncio.get_running_loop().time()
             try:
                 topics = params.parse_topics(request)
                 resume_id = read_id(request)
-                refusal = await _topics_allowed(request, topics)
+                allowed = await _topics_allowed(request, topics)
             except params.BadRequest as exc:
                 return error(exc.status, exc.code, exc.message)
-            return refusal or await view(request, topics, resume_id)
+            if isinstance(allowed, HttpResponseBase):
+                return allowed
+            access = await access_of(request, token_expires=allowed, checked_at=checked_at)
+            return await view(request, topics, resume_id, access)
 
         return wrapper
 
@@ -114,16 +127,22 @@ def subscription(read_id: Callable[[HttpRequest], str | None]) -> Callable[[Subs
 @thread_lean
 @get_only
 @subscription(params.parse_last_event_id)
-async def stream(request: HttpRequest, topics: frozenset[str], last_event_id: str | None) -> HttpResponseBase:
-    return EventStreamResponse(topics, last_event_id)
+async def stream(
+    request: HttpRequest, topics: frozenset[str], last_event_id: str | None, access: Access
+) -> HttpResponseBase:
+    try:
+        announce = params.parse_flag(request, "open_event")
+    except params.BadRequest as exc:
+        return error(exc.status, exc.code, exc.message)
+    return EventStreamResponse(topics, last_event_id, access, announce=announce)
 
 
 @thread_lean
 @get_only
 @subscription(params.parse_since)
-async def poll(request: HttpRequest, topics: frozenset[str], since: str | None) -> HttpResponseBase:
+async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, access: Access) -> HttpResponseBase:
     try:
-        answer = await long_poll(topics, since)
+        answer = await long_poll(topics, since, access)
     except HubUnavailable as exc:
         return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
     except REDIS_ERRORS as exc:

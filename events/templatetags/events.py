@@ -14,6 +14,9 @@ id="live-events">``) and the ``<script>`` tag of ``events/client.js``:
   misses nothing published between rendering and subscribing;
 - ``token``: with ``token=True``, a signed subscribe token for the topics
   (``events.make_token``), for clients that cannot send the session cookie;
+- ``refreshToken``: with ``refresh_token="<url or URL name>"``, where
+  client.js gets a fresh token (JSON ``{"token": ...}``) when the one it has
+  expired: a stream opened with a token ends at the token's expiry;
 - ``topics`` and ``subscribe``: given topics (and not ``subscribe=False``),
   client.js subscribes by itself and the page gets ``live:<topic>`` DOM events
   (htmx: ``hx-trigger="live:board from:body"``) without any script of its own.
@@ -26,7 +29,7 @@ from collections.abc import Iterable
 
 from django import template
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString
 
@@ -69,6 +72,14 @@ def _newest_id(topics: list[str]) -> str | None:
         return None
 
 
+def _url(name_or_path: str) -> str:
+    """A URL name reversed (``"app:token"``), or a path or URL as given."""
+    try:
+        return reverse(name_or_path)
+    except NoReverseMatch:
+        return name_or_path
+
+
 @register.simple_tag
 def live_events(
     *topics: object,
@@ -76,6 +87,7 @@ def live_events(
     subscribe: bool = True,
     last_event_id: str | None = None,
     element_id: str = "live-events",
+    refresh_token: str | None = None,
 ) -> SafeString:
     """``{% live_events %}``: the JSON subscribe config and the client.js ``<script>`` tag.
 
@@ -101,6 +113,7 @@ def live_events(
         "topics": names,
         "lastEventId": last_event_id or _newest_id(names),
         "token": make_token(names) if token else None,
+        "refreshToken": _url(refresh_token) if refresh_token else None,
         "pollTimeout": int((conf.LONGPOLL_TIMEOUT + POLL_TIMEOUT_MARGIN) * 1000),
         "subscribe": bool(subscribe and names),
     }

@@ -21,15 +21,27 @@
  *     lastEventId      resume after this id, e.g. the newest id rendered with the
  *                      page, so nothing published since the page was built is lost.
  *     token            a signed subscribe token (events.make_token), sent as ?token=.
+ *     refreshToken     where a fresh token comes from when the current one has
+ *                      expired (a stream opened with a token ends at its expiry)
+ *                      or was refused: a URL answering JSON {"token": "..."}
+ *                      (fetched with the page's cookies), or a function returning
+ *                      the token (or a promise of it). Fetched before reconnecting.
  *     share            share one connection with the other subscriptions of
  *                      this page and of the browser's other tabs (default true;
  *                      see "Sharing" below). false: a connection of its own.
  *     onReset(event)   the server lost track of what you missed: re-fetch
  *                      everything. Without it, onEvent gets the reset event.
  *     onStateChange(state, previous)
- *                      state is "connecting", "live" (stream open), "polling"
- *                      (long-poll fallback working), "reconnecting" (waiting to
- *                      retry after an error) or "closed" (unsubscribed or fatal).
+ *                      state is "connecting", "live" (the stream's first event
+ *                      arrived: events flow), "polling" (on the long-poll, and
+ *                      it answers), "reconnecting" (waiting to retry after an
+ *                      error) or "closed" (unsubscribed or fatal).
+ *     onMute(info)     a stream opened but nothing arrived within openTimeout
+ *                      (a proxy holds its body back): it long-polls from the same
+ *                      id instead and tries the stream again later (with backoff).
+ *                      info = {openTimeout, retryIn, mutes}.
+ *     openTimeout      ms a new stream has to deliver its first event (the
+ *                      server's "open" event) before it counts as mute (default 5000).
  *     onError(error)   a fatal error (bad topic, forbidden: a 4xx on long-poll);
  *                      the subscription closes. Default: console.error.
  *     events           event names passed to onEvent (default ["invalidate"]).
@@ -42,6 +54,9 @@
  *     streamRetryAfter ms of fallback long-polling after which it tries the
  *                      stream again (default 300000).
  *     stableAfter      ms a stream must stay open to count as working (default 5000).
+ *     muteRetryAfter   ms of long-polling after a mute stream before the stream
+ *                      is tried again; doubles after each mute one, up to
+ *                      streamRetryAfter (default 30000).
  *
  *   sub.state          the current state of its connection (see onStateChange).
  *   sub.transport      "stream", "poll" or null.
@@ -52,7 +67,7 @@
  *   LiveEvents.config(id)  the JSON config rendered by {% live_events %}
  *                      (element id, default "live-events"), or null.
  *   LiveEvents.optionsFrom(config)  the subscribe() options in such a config
- *                      (pollUrl, lastEventId, token, pollTimeout).
+ *                      (pollUrl, lastEventId, token, refreshToken, pollTimeout).
  *   LiveEvents.page    the subscription {% live_events %} made by itself
  *                      (when given topics and not subscribe=False), or null.
  *
@@ -82,7 +97,12 @@
  *   delay fixed, half random), so a server that is down is never hammered and
  *   clients do not come back all at once.
  * - Fallback: without EventSource, or when the stream keeps failing although
- *   it never worked (a proxy that breaks streaming), it long-polls. Each poll
+ *   it never worked (a proxy that breaks streaming), it long-polls. A stream
+ *   asks the server for an "open" event (open_event=1), which comes once its
+ *   topics are subscribed: the state is "live" only then. A stream that opens
+ *   but shows nothing within openTimeout (a proxy that buffers the body) is
+ *   mute: it long-polls from the same id (nothing missed, nothing repeated) and
+ *   retries the stream after muteRetryAfter, doubling each time it is mute. Each poll
  *   is aborted after pollTimeout; errors are retried with the same backoff,
  *   and a 503's Retry-After is honoured.
  * - Sharing: over HTTP/1.1 a browser opens at most 6 connections per host for
@@ -129,9 +149,17 @@
     streamRetryAfter: 300000,
     stableAfter: 5000,
     withCredentials: false,
+    refreshToken: null,
+    onMute: null,
+    openTimeout: 5000,
+    muteRetryAfter: 30000,
   };
 
   const RESET = "reset";
+  // The server's first event on a stream asked with open_event=1: events flow.
+  const OPEN = "open";
+  // Seconds before a token's expiry at which it counts as expired (clocks differ).
+  const TOKEN_MARGIN = 15;
   // How long a new leader collects the other tabs' topics before connecting.
   const GATHER_MS = 150;
   // Subscriptions added within this many ms are joined in one reconnection.
@@ -287,6 +315,13 @@
       this._pollFailures = 0; // consecutive failed long-polls
       this._streamWorked = false; // has any stream delivered an event or stayed open?
       this._fallbackSince = null; // when the fallback to long-poll started
+      this._retryStreamAfter = options.streamRetryAfter; // ms of fallback before the stream is tried again
+      this._mutes = 0; // consecutive streams that opened but stayed mute
+      this._muteTimer = null;
+      this.token = options.token || null; // replaced by refreshToken
+      this._tokenExpires = null; // Unix seconds, from the stream's open event
+      this._tokenRefused = false; // the last stream attempt may have been refused for its token
+      this._pollTokenRetried = false; // a poll refused for its token got a fresh one
 
       if (typeof root.EventSource === "function" && Boolean(streamUrl)) {
         this._openStream();
@@ -310,10 +345,68 @@
 
     _params() {
       const params = this.topics.map((topic) => ["topic", topic]);
-      if (this.options.token) {
-        params.push(["token", this.options.token]);
+      if (this.token) {
+        params.push(["token", this.token]);
       }
       return params;
+    }
+
+    /** Whether to fetch a new token before the next attempt. */
+    _needsFreshToken() {
+      if (!this.options.refreshToken || !this.token) {
+        return false;
+      }
+      const expired = this._tokenExpires !== null && Date.now() >= (this._tokenExpires - TOKEN_MARGIN) * 1000;
+      return expired || this._tokenRefused;
+    }
+
+    /** Get a fresh token from options.refreshToken; false if that failed. */
+    async _refreshToken() {
+      const source = this.options.refreshToken;
+      try {
+        let token;
+        if (typeof source === "function") {
+          token = await source();
+        } else {
+          const response = await fetch(source, {
+            credentials: this.options.withCredentials ? "include" : "same-origin",
+            cache: "no-store",
+            headers: { Accept: "application/json" },
+          });
+          if (!response.ok) {
+            throw new Error(`LiveEvents: ${response.status} from refreshToken ${source}`);
+          }
+          const body = await response.json();
+          token = body && body.token;
+        }
+        if (typeof token !== "string" || !token) {
+          throw new Error("LiveEvents: refreshToken gave no token");
+        }
+        this.token = token;
+        this._tokenExpires = null;
+        this._tokenRefused = false;
+        return true;
+      } catch (error) {
+        report(error);
+        return false;
+      }
+    }
+
+    /** Open a stream, with a fresh token first if the current one expired or was refused. */
+    async _reopenStream() {
+      if (this._needsFreshToken()) {
+        this._setState("reconnecting");
+        const refreshed = await this._refreshToken();
+        if (this._closed) {
+          return;
+        }
+        if (!refreshed) {
+          this._streamFailures += 1;
+          this._retryLater(backoffDelay(this._streamFailures, this.options), () => this._reopenStream());
+          return;
+        }
+      }
+      this._openStream();
     }
 
     _setState(state) {
@@ -369,11 +462,37 @@
         // A new EventSource sends no Last-Event-ID header: pass the id in the query.
         params.push(["last_event_id", this.lastEventId]);
       }
+      // Ask for the "open" event: what tells a working stream from a mute one.
+      params.push(["open_event", "1"]);
+      if (this.state === "polling") {
+        this._setState("connecting"); // trying the stream again: not polling any more
+      }
       const source = new root.EventSource(withParams(this.streamUrl, params), {
         withCredentials: this.options.withCredentials,
       });
       this._source = source;
       let openedAt = 0;
+      let flowing = false; // the open event (or any event) arrived
+      clearTimeout(this._muteTimer);
+      this._muteTimer = setTimeout(() => {
+        if (source === this._source && !flowing) {
+          this._onMute();
+        }
+      }, this.options.openTimeout);
+
+      // The first event: the stream is subscribed and its bytes reach us.
+      const flows = () => {
+        if (flowing) {
+          return;
+        }
+        flowing = true;
+        clearTimeout(this._muteTimer);
+        this._mutes = 0;
+        this._tokenRefused = false;
+        openedAt = Date.now();
+        this._setState("live");
+        this.handlers.onWorking();
+      };
 
       const worked = () => {
         this._streamWorked = true;
@@ -381,17 +500,32 @@
         this._fallbackSince = null;
       };
 
-      source.onopen = () => {
-        if (source === this._source) {
-          openedAt = Date.now();
-          this._setState("live");
-          this.handlers.onWorking();
+      // The response's head arrived: not yet "live" (a proxy may hold the body).
+      source.onopen = null;
+      source.addEventListener(OPEN, (message) => {
+        // The browser's own "open" (an Event, no data) fires this listener too.
+        if (source !== this._source || typeof message.data !== "string") {
+          return;
         }
-      };
+        let body = null;
+        try {
+          body = JSON.parse(message.data);
+        } catch (error) {
+          body = null;
+        }
+        const expires = body && body.data && body.data.token_expires;
+        this._tokenExpires = typeof expires === "number" ? expires : null;
+        if (message.lastEventId && this.lastEventId === null) {
+          this.lastEventId = message.lastEventId; // where a stream without an id started
+        }
+        flows();
+        worked(); // this stream gets through: no fallback for its next error
+      });
       const onMessage = (message) => {
         if (source !== this._source) {
           return;
         }
+        flows();
         worked();
         let body;
         try {
@@ -416,18 +550,39 @@
         if (openedAt && Date.now() - openedAt >= this.options.stableAfter) {
           worked();
         }
+        // Refused before any event (a 403 looks like any error to EventSource):
+        // the token may be why.
+        this._tokenRefused = !flowing;
         this._streamFailures += 1;
         const keepsFailing = !this._streamWorked && this._streamFailures >= this.options.fallbackAfter;
         if (keepsFailing && this.options.pollUrl) {
           this._fallbackSince = Date.now();
+          this._retryStreamAfter = this.options.streamRetryAfter;
           this._startPolling();
           return;
         }
-        this._retryLater(backoffDelay(this._streamFailures, this.options), () => this._openStream());
+        this._retryLater(backoffDelay(this._streamFailures, this.options), () => this._reopenStream());
       };
     }
 
+    /** The stream opened but nothing came through: long-poll from the same id, retry the stream later. */
+    _onMute() {
+      this._stopStream();
+      this._mutes += 1;
+      const options = this.options;
+      const ceiling = Math.min(options.streamRetryAfter, options.muteRetryAfter * Math.pow(2, this._mutes - 1));
+      this._retryStreamAfter = ceiling / 2 + (Math.random() * ceiling) / 2;
+      call(options.onMute, { openTimeout: options.openTimeout, retryIn: this._retryStreamAfter, mutes: this._mutes });
+      if (options.pollUrl) {
+        this._fallbackSince = Date.now();
+        this._startPolling();
+      } else {
+        this._retryLater(this._retryStreamAfter, () => this._reopenStream());
+      }
+    }
+
     _stopStream() {
+      clearTimeout(this._muteTimer);
       if (this._source) {
         this._source.onopen = this._source.onerror = null;
         this._source.close();
@@ -449,10 +604,10 @@
         const retryStream =
           this._fallbackSince !== null &&
           typeof root.EventSource === "function" &&
-          Date.now() - this._fallbackSince >= options.streamRetryAfter;
+          Date.now() - this._fallbackSince >= this._retryStreamAfter;
         if (retryStream) {
           this._fallbackSince = null;
-          this._openStream();
+          this._reopenStream();
           return;
         }
         if (this._pollFailures === 0) {
@@ -468,11 +623,20 @@
           return;
         }
         if (outcome.fatal) {
+          const tokenRefused = outcome.fatal.code === "invalid_token" && this.options.refreshToken && this.token;
+          if (tokenRefused && !this._pollTokenRetried) {
+            // Expired (or otherwise refused): fetch a fresh one and poll again, once.
+            this._pollTokenRetried = true;
+            if (await this._refreshToken()) {
+              continue;
+            }
+          }
           this._fail(outcome.fatal);
           return;
         }
         if (outcome.body) {
           this._pollFailures = 0;
+          this._pollTokenRetried = false;
           this._setState("polling");
           this.handlers.onWorking();
           for (const event of outcome.body.events) {
@@ -1148,6 +1312,7 @@
       pollUrl: settings.pollUrl,
       lastEventId: settings.lastEventId,
       token: settings.token,
+      refreshToken: settings.refreshToken || null,
       pollTimeout: settings.pollTimeout,
     };
   }

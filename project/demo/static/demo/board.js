@@ -134,7 +134,9 @@
     refreshPrivate();
   }
 
-  const LABELS = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", polling: "live (polling)" };
+  // Each state as it is: "live" only once the stream's first event arrived,
+  // "polling" while on the long-poll (e.g. a proxy held the stream back).
+  const LABELS = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", polling: "polling" };
 
   function onStateChange(state) {
     if (state === "live") {
@@ -144,6 +146,9 @@
     badge.dataset.state = state;
     badge.textContent = LABELS[state] || state;
     byId("transport").textContent = subscription && subscription.transport === "poll" ? "long-poll" : "SSE";
+    if (state === "live") {
+      byId("transport").title = "";
+    }
     // All tabs of this browser share one connection: one of them holds it.
     // Not the leader says nothing by itself (this tab may still be waiting
     // for the lock, alone): another tab holds the stream only once this one
@@ -158,6 +163,12 @@
     ...LiveEvents.optionsFrom(live),
     onReset,
     onStateChange,
+    onMute: (info) => {
+      // The stream opened but nothing came through (a buffering proxy?).
+      status.mutes = info.mutes;
+      byId("transport").title = `The stream stayed silent; long-polling, retrying it in ${Math.round(info.retryIn / 1000)} s`;
+      document.body.dataset.mutes = String(info.mutes);
+    },
   });
   onStateChange(subscription.state);
 
