@@ -83,7 +83,8 @@ def _record(active: list[Recorder], topic: str, event: str, payload: str, event_
     return event_id
 
 
-def _failed(topic: str, exc: BaseException) -> PublishError:
+def publish_failed(topic: str, exc: BaseException) -> PublishError:
+    """The PublishError for a Redis failure while publishing to ``topic`` (the URL masked)."""
     return PublishError(
         f"Could not publish to topic {topic!r}: Redis at {masked_redis_url()} failed ({describe_error(exc)})."
     )
@@ -122,7 +123,7 @@ def publish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> str:
     try:
         event_id = get_backend().publish(topic, event, payload)
     except REDIS_ERRORS as exc:
-        raise _failed(topic, exc) from exc
+        raise publish_failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)
 
@@ -145,7 +146,7 @@ async def apublish(topic: str, data: Any = None, event: str = DEFAULT_EVENT) -> 
     try:
         event_id = await get_backend().apublish(topic, event, payload)
     except REDIS_ERRORS as exc:
-        raise _failed(topic, exc) from exc
+        raise publish_failed(topic, exc) from exc
     metrics.EVENTS_PUBLISHED.inc()
     return _record(list(recorders), topic, event, payload, event_id)
 

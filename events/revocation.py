@@ -32,16 +32,16 @@ import hashlib
 import logging
 from typing import Any
 
-import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, transaction
 from django.db.models.signals import post_init, post_save
 from django.http import HttpRequest
 
 from .backends.active import get_backend
+from .backends.errors import REDIS_ERRORS
 from .core.revocations import CONTROL_TOPIC, REVOKE_EVENT, Access, control_payload
 from .exceptions import PublishError
-from .publishing import _failed
+from .publishing import publish_failed
 
 logger = logging.getLogger("events.revocation")
 
@@ -66,8 +66,8 @@ def _user_key(user: Any) -> str:
 def _publish(payload: str) -> None:
     try:
         get_backend().publish(CONTROL_TOPIC, REVOKE_EVENT, payload)
-    except redis.RedisError as exc:
-        raise _failed(CONTROL_TOPIC, exc) from exc
+    except REDIS_ERRORS as exc:
+        raise publish_failed(CONTROL_TOPIC, exc) from exc
 
 
 def _in_transaction() -> bool:
@@ -100,17 +100,33 @@ def revoke(user: Any) -> None:
 
     Within 2 s on every worker of every host sharing the Redis. Inside a
     transaction, once more when it commits (see :func:`_revoke`). Raises
-    PublishError when Redis cannot be reached.
+    PublishError when Redis cannot be reached. Sign-out, deactivation and a
+    password change call it by themselves; call it when a user's rights
+    change in a way the authorization hook sees and Django does not.
+
+    Example::
+
+        from events import revoke
+
+        membership.delete()  # the user may no longer read team:red
+        revoke(membership.user)  # their open streams end and reconnect with their current rights
     """
     _revoke(control_payload(user=_user_key(user)), raises=True)
 
 
 async def arevoke(user: Any) -> None:
-    """Async version of :func:`revoke` (published at once: async code runs outside transactions)."""
+    """Async version of :func:`revoke` (published at once: async code runs outside transactions).
+
+    Example::
+
+        from events import arevoke
+
+        await arevoke(request.user)
+    """
     try:
         await get_backend().apublish(CONTROL_TOPIC, REVOKE_EVENT, control_payload(user=_user_key(user)))
-    except redis.RedisError as exc:
-        raise _failed(CONTROL_TOPIC, exc) from exc
+    except REDIS_ERRORS as exc:
+        raise publish_failed(CONTROL_TOPIC, exc) from exc
 
 
 def revoke_session(session_key: str) -> None:

@@ -97,7 +97,9 @@ class Signedin:
             assert stream.response.status_code == 200
             await opened(stream)
             self.streams.append(stream)
-        since = publish(self.topic, data="before")  # the streams get it; the poll waits after it
+        since = await asyncio.to_thread(
+            publish, self.topic, data="before"
+        )  # the streams get it; the poll waits after it
         for stream in self.streams:
             assert (await stream.next_event()).json["data"] == "before"
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=30, cookies=self.cookies))
@@ -121,9 +123,9 @@ class Signedin:
         assert answer.status_code == 200
         assert answer.json()["events"] == []
 
-    def nothing_arrives_later(self) -> None:
+    async def nothing_arrives_later(self) -> None:
         """An event published now reaches none of them (they ended, and reconnecting is checked apart)."""
-        event_id = publish(self.topic, data="after")
+        event_id = await asyncio.to_thread(publish, self.topic, data="after")
         for stream in self.streams:
             assert stream.ended
             assert f"id: {event_id}".encode() not in stream.raw
@@ -154,7 +156,7 @@ async def test_sign_out_ends_the_sessions_streams_and_polls_on_every_worker(
     response = await asyncio.to_thread(csrf_post, workers[1], cookies, "/leave/")
     assert response.status_code == 302
     await user.all_end(WITHIN)
-    user.nothing_arrives_later()
+    await user.nothing_arrives_later()
     assert await user.reconnect_status() == 403
 
 
@@ -178,7 +180,7 @@ async def test_a_deactivated_user_or_new_password_ends_every_stream_and_poll(
     await user.open(stack)
     await asyncio.to_thread(change_user, site, pk, change)
     await user.all_end(WITHIN)
-    user.nothing_arrives_later()
+    await user.nothing_arrives_later()
     assert await user.reconnect_status() == 403
 
 
@@ -190,7 +192,7 @@ async def test_revoke_ends_every_stream_and_poll_and_the_client_reconnects_with_
     await user.open(stack)
     await events.arevoke(pk)
     await user.all_end(WITHIN)
-    user.nothing_arrives_later()
+    await user.nothing_arrives_later()
     # The right itself was not taken away: the session may subscribe again.
     assert await user.reconnect_status() == 200
 

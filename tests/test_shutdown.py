@@ -72,7 +72,7 @@ async def test_sigterm_drains_streams_at_drain_rate_with_heartbeats_meanwhile(
         {"EVENTS_DRAIN_RATE": "20", "EVENTS_HEARTBEAT": "0.1"}, args=["--timeout-graceful-shutdown", "20"]
     )
     streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(40)]
-    since = publish(topic)
+    since = await asyncio.to_thread(publish, topic)
     async with httpx.AsyncClient(timeout=10) as client:
         try:
             await asyncio.gather(*(s.read_until(b"stream open") for s in streams))

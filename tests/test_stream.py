@@ -224,24 +224,24 @@ async def test_subscription_is_shared_one_redis_subscriber_per_process(
 async def test_open_event_when_asked_once_subscribed_with_the_resume_position(
     server: UvicornServer, topic: str
 ) -> None:
-    since = publish(topic, data="old")
+    since = await asyncio.to_thread(publish, topic, data="old")
     async with open_stream(stream_url(server, topic, open_event="1", last_event_id=since)) as stream:
         frame = await stream.next_event()
         assert (frame.event, frame.id, frame.json) == ("open", since, {"topic": None, "data": None})
         # Sent once the topics are subscribed: an event published now arrives.
-        event_id = publish(topic, data="new")
+        event_id = await asyncio.to_thread(publish, topic, data="new")
         assert (await stream.next_event()).id == event_id
 
 
 async def test_open_event_of_a_new_stream_names_now_and_nothing_published_after_it_is_missed(
     server: UvicornServer, topic: str
 ) -> None:
-    before = publish(topic, data="before")
+    before = await asyncio.to_thread(publish, topic, data="before")
     async with open_stream(stream_url(server, topic, open_event="1")) as stream:
         frame = await stream.next_event()
         assert frame.event == "open" and frame.id is not None
         assert parse_id(frame.id) >= parse_id(before)
-        event_id = publish(topic, data="after")
+        event_id = await asyncio.to_thread(publish, topic, data="after")
         nxt = await stream.next_event()
         assert (nxt.id, nxt.json["data"]) == (event_id, "after")
 
@@ -250,7 +250,7 @@ async def test_no_open_event_unless_asked(server: UvicornServer, topic: str) -> 
     async with open_stream(stream_url(server, topic)) as stream:
         await opened(stream)
         await subscribed(server, topic)
-        event_id = publish(topic)
+        event_id = await asyncio.to_thread(publish, topic)
         assert (await stream.next_event()).id == event_id
 
 
