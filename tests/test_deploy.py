@@ -102,18 +102,23 @@ def test_systemd_paths_match_the_env_example() -> None:
     assert f"alias {env['DJANGO_STATIC_ROOT']}/;" in SITE_CONF.read_text()
 
 
-def test_the_site_fits_in_debians_nginx_conf(tmp_path: Path) -> None:
-    """As installed: included by Debian's own nginx.conf, unchanged, it passes `nginx -t`."""
-    debian_conf = Path("/etc/nginx/nginx.conf")
-    assert debian_conf.exists(), "nginx is required by the tests: run `make test` or `apt-get install -y nginx`"
-    conf = debian_conf.read_text()
-    assert "include /etc/nginx/sites-enabled/*;" in conf
+def assert_nginx_accepts(conf: str, tmp_path: Path) -> None:
+    """``nginx -t`` passes on ``conf`` (Debian's nginx.conf text) with the shipped site in place of sites-enabled."""
     conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {SITE_CONF};")
     conf = re.sub(r"^pid .*;$", f"pid {tmp_path}/nginx.pid;", conf, flags=re.MULTILINE)
     (tmp_path / "nginx.conf").write_text(conf)
     command = [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_site_fits_in_debians_nginx_conf(tmp_path: Path) -> None:
+    """As installed: included by Debian's own nginx.conf, unchanged, it passes `nginx -t`."""
+    debian_conf = Path("/etc/nginx/nginx.conf")
+    assert debian_conf.exists(), "nginx is required by the tests: run `make test` or `apt-get install -y nginx`"
+    conf = debian_conf.read_text()
+    assert "include /etc/nginx/sites-enabled/*;" in conf
+    assert_nginx_accepts(conf, tmp_path)
 
 
 MAIN_CONTEXT = ROOT / "deploy" / "nginx" / "nginx-main.conf"
@@ -169,12 +174,7 @@ def test_the_main_context_settings_fit_in_debians_nginx_conf(tmp_path: Path) -> 
         r"^events\s*\{[^}]*\}", lambda _: MAIN_CONTEXT.read_text(), conf, count=1, flags=re.MULTILINE
     )
     assert replaced == 1, "Debian's nginx.conf has no events block to replace"
-    conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {SITE_CONF};")
-    conf = re.sub(r"^pid .*;$", f"pid {tmp_path}/nginx.pid;", conf, flags=re.MULTILINE)
-    (tmp_path / "nginx.conf").write_text(conf)
-    command = [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
+    assert_nginx_accepts(conf, tmp_path)
 
 
 async def test_the_shipped_nginx_refuses_bodies_and_huge_headers_on_the_event_endpoints(
