@@ -78,7 +78,7 @@ redis_up() {  # $1: URL (any form EVENTS["REDIS_URL"] accepts, Sentinel and TLS 
     "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
 import sys
 sys.path.insert(0, ".")
-from events.redis_url import parse, sync_client
+from events.backends.redis_url import parse, sync_client
 sync_client(parse(sys.argv[1]), socket_connect_timeout=1).ping()
 PY
 }
