@@ -81,25 +81,25 @@ def pin(pid: int, cpus: str) -> None:
 
 @dataclass
 class Layout:
-    """Where each topic's publish goes: the node, the script's key, channel and subscribe command."""
+    """Where each topic's publish goes: the node, the script's keys (history, newest-id index), channel and subscribe command."""
 
     script: str
     subscribe: bytes
     nodes: list[tuple[str, int]]
     # topic -> (node index, history key, channel)
-    topics: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    topics: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
 
 
 def single_layout(port: int, topics: list[str]) -> Layout:
     import django
 
     django.setup()
-    from events.backends.connection import channel_name, history_key
+    from events.backends.connection import channel_name, history_key, newest_key
     from events.backends.single import PUBLISH_SCRIPT
 
     layout = Layout(PUBLISH_SCRIPT, b"SUBSCRIBE", [("127.0.0.1", port)])
     for topic in topics:
-        layout.topics[topic] = (0, history_key(PREFIX), channel_name(topic, PREFIX))
+        layout.topics[topic] = (0, history_key(PREFIX), newest_key(PREFIX), channel_name(topic, PREFIX))
     return layout
 
 
@@ -107,7 +107,7 @@ def cluster_layout(cluster, topics: list[str]) -> Layout:  # type: ignore[no-unt
     import django
 
     django.setup()
-    from events.backends.cluster.layout import channel_name, group_of, group_slot, history_key
+    from events.backends.cluster.layout import channel_name, group_of, group_slot, history_key, newest_key
     from events.backends.cluster.publishing import PUBLISH_SCRIPT
 
     primaries = cluster.primaries()
@@ -117,7 +117,13 @@ def cluster_layout(cluster, topics: list[str]) -> Layout:  # type: ignore[no-unt
         slot = group_slot(group_of(topic))
         port = next(p for start, end, p in ranges if start <= slot <= end)
         index = [node.port for node in primaries].index(port)
-        layout.topics[topic] = (index, history_key(group_of(topic), PREFIX), channel_name(topic, PREFIX))
+        group = group_of(topic)
+        layout.topics[topic] = (
+            index,
+            history_key(group, PREFIX),
+            newest_key(group, PREFIX),
+            channel_name(topic, PREFIX),
+        )
     return layout
 
 
@@ -212,6 +218,8 @@ async def run_step(
     seconds: float,
     redis_pids: list[int],
 ) -> dict:
+    from events.backends.history import index_topics  # after django.setup() (the layout's)
+
     topics = list(layout.topics)
     for sub in subscribers:
         sub.count = 0
@@ -228,10 +236,12 @@ async def run_step(
         batches: list[list[bytes]] = [[] for _ in pubs]
         while n < due:
             topic = topics[n % len(topics)]
-            node, key, channel = layout.topics[topic]
+            node, key, index_key, channel = layout.topics[topic]
             pad = "x" * (PAYLOAD - 40)
             data = f'{{"seq":{n},"ts":{time.monotonic_ns()},"pad":"{pad}"}}'
-            batches[node].append(resp("EVALSHA", sha, 1, key, 10000, topic, "invalidate", data, channel))
+            batches[node].append(
+                resp("EVALSHA", sha, 2, key, index_key, 10000, topic, "invalidate", data, channel, index_topics(10000))
+            )
             sent[node] += 1
             n += 1
         for pub, batch in zip(pubs, batches, strict=True):
@@ -285,7 +295,7 @@ async def measure(layout: Layout, args: argparse.Namespace, redis_pids: list[int
     for i in range(args.subscribers):
         for index, (host, port) in enumerate(layout.nodes):
             transport, sub = await loop.create_connection(lambda i=i: Subscriber(timing=i == 0), host, port)
-            channels = [channel for node, _, channel in layout.topics.values() if node == index]
+            channels = [channel for node, _, _, channel in layout.topics.values() if node == index]
             for channel in channels:  # one per command: a cluster refuses channels of several slots in one
                 transport.write(resp(layout.subscribe.decode(), channel))
             subscribers.append(sub)
