@@ -37,6 +37,7 @@ from ..conf import conf
 from ..core import sse
 from ..core.subscriber import HEARTBEAT, Subscriber
 from ..exceptions import HubUnavailable
+from ..internals import uvicorn_raw_writer
 from ..serving.asgi_types import Send
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class DirectStream:
         await send(start)
         # From now on the hub may write to ``send`` while the stream waits.
         self.subscriber.send = send
+        self.subscriber.raw = uvicorn_raw_writer(send)
         async with aclosing(self.stream) as chunks:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
