@@ -124,6 +124,42 @@ def sse_table(doc):
     return "\n".join(rows)
 
 
+LARGE_N = 20000
+
+
+def large_table(doc):
+    """SSE levels of LARGE_N streams and more: set-up, failures, fan-out, server and loader CPU."""
+    idx = index(doc)
+    rows = [
+        "| system | workers | N | setup /s | failures | fan-out ms (median) | vs nchan | server µs/msg | "
+        "loader µs/msg | loader % of a core | shards | KB/idle stream |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in doc["runs"]:
+        if run.get("mode") != "sse" or run.get("skipped"):
+            continue
+        for lv in levels_of(run):
+            if lv["n"] < LARGE_N:
+                continue
+            w = run["workers"]
+            if lv.get("error") and not lv.get("setup"):
+                rows.append(f"| {run['label']} | {w} | {lv['n']:,} | {lv['error']} |" + " |" * 8)
+                continue
+            cpu = lv.get("cpu") or {}
+            share = 100 * cpu["loader_s"] / cpu["wall_s"] if cpu.get("wall_s") else None
+            nchan = idx.get(("nchan", w, lv["n"]))
+            rows.append(
+                f"| {run['label']} | {w} | {lv['n']:,} | {fmt(lv.get('setup', {}).get('rate_per_s'))} | "
+                f"{failures(lv):,} | {fmt(lv.get('fanout_ms'))} | "
+                f"{fmt_ratio(ratio(lv.get('fanout_ms'), nchan and nchan.get('fanout_ms')))} | "
+                f"{fmt(lv.get('server_us_per_msg'))} | {fmt(lv.get('loader_us_per_msg'))} | "
+                f"{fmt(share)} | {fmt(run.get('loader_shards'))} | {fmt(lv.get('rss_per_stream_kb'))} |"
+            )
+    if len(rows) == 2:
+        rows.append("| (no level of 20,000 streams or more in this run) |" + " |" * 11)
+    return "\n".join(rows)
+
+
 def poll_table(doc):
     rows = [
         "| system | waiting polls N | answered with the event | all answered (ms after publish) | median ms | "
@@ -352,10 +388,20 @@ def write_markdown(doc, path):
         "",
         sse_table(doc),
         "",
+        "## Large levels: what the loader costs",
+        "",
+        "The loader runs on the same machine: at large N its own CPU is part of the picture "
+        "(one worker: the loader has core 1 to itself; two workers: the workers share core 1 with "
+        "it, so their figures are a lower bound). *loader % of a core*: the loader processes' CPU "
+        "during the publish phase over its wall time; *shards*: loader processes, each connecting "
+        "from its own 127.0.0.x address.",
+        "",
+        large_table(doc),
+        "",
         "## Idle streams: heartbeats only",
         "",
         "Server CPU while the streams are idle, over one heartbeat interval (every stream gets one "
-        "heartbeat comment in it); measured at the largest level before its publishes.",
+        "heartbeat comment in it); measured at N = 10,000 (the largest level if smaller) before its publishes.",
         "",
         idle_table(doc),
         "",
