@@ -135,7 +135,7 @@ def composite_key(idv: bytes) -> tuple:
 def raise_nofile() -> int:
     """Raise RLIMIT_NOFILE as far as allowed: the hard limit too, up to fs.nr_open, where
     the process may (root with CAP_SYS_RESOURCE); else the soft limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
         with open("/proc/sys/fs/nr_open") as f:
             ceiling = min(int(f.read()), 1 << 20)
