@@ -130,6 +130,8 @@ class DirectStream:
     async def send_to(self, send: Send) -> None:
         start, self.start = self.start, {}
         await send(start)
+        # This frame lives as long as the stream: keep not the headers (about 700 bytes a stream).
+        del start
         # From now on the hub may write to ``send`` while the stream waits.
         self.subscriber.send = send
         self.subscriber.raw = uvicorn_raw_writer(send)
