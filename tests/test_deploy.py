@@ -163,9 +163,11 @@ def test_nginx_has_connections_for_the_streams() -> None:
 def test_the_main_context_settings_fit_in_debians_nginx_conf(tmp_path: Path) -> None:
     """Debian's nginx.conf with deploy/nginx/nginx-main.conf's values in it, and the site: `nginx -t` passes."""
     conf = Path("/etc/nginx/nginx.conf").read_text()
-    conf, replaced = re.subn(r"^events\s*\{[^}]*\}", "", conf, count=1, flags=re.MULTILINE)
+    # In place of its events block, as the file says: after Debian's
+    # modules-enabled include, whose load_module lines must come first.
+    main_context = MAIN_CONTEXT.read_text()
+    conf, replaced = re.subn(r"^events\s*\{[^}]*\}", lambda _: main_context, conf, count=1, flags=re.MULTILINE)
     assert replaced == 1, "Debian's nginx.conf has no events block to replace"
-    conf = MAIN_CONTEXT.read_text() + "\n" + conf
     conf = conf.replace("include /etc/nginx/sites-enabled/*;", f"include {SITE_CONF};")
     conf = re.sub(r"^pid .*;$", f"pid {tmp_path}/nginx.pid;", conf, flags=re.MULTILINE)
     (tmp_path / "nginx.conf").write_text(conf)
