@@ -9,11 +9,13 @@ Two roles in one file:
 * shard (``--shard``): holds the client connections. One process can hold
   about ``RLIMIT_NOFILE`` sockets (20,000 on the reference machine, and the
   hard limit cannot be raised there), so the coordinator starts as many
-  shards as the largest level needs. The shards are plain HTTP/1.1 clients on
+  shards as the largest level needs; with several, each connects from its own
+  source address (127.0.0.2, 127.0.0.3, ...), as one address has only ~28,000
+  ephemeral ports towards one server port. The shards are plain HTTP/1.1 clients on
   raw sockets: no HTTP library per connection, an incremental chunked
   decoder and an incremental SSE parser that validates every frame.
 
-Only 127.0.0.1 is ever connected to.
+Only 127.0.0.1 is ever connected to (from 127.0.0.0/8 addresses).
 
 Typical stand-alone use (bench/run.py does this for every system):
 
@@ -131,11 +133,20 @@ def composite_key(idv: bytes) -> tuple:
 
 
 def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE as far as allowed: the hard limit too, up to fs.nr_open, where
+    the process may (root with CAP_SYS_RESOURCE); else the soft limit to the hard one."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = min(int(f.read()), 1 << 20)
+    except (OSError, ValueError):
+        ceiling = hard
+    for limit in (max(ceiling, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            break
+        except (ValueError, OSError):
+            continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
@@ -168,6 +179,9 @@ class Shard:
         self.profile = PROFILES[cfg["system"]]
         self.port = cfg["port"]
         self.topic = cfg.get("topic", "bench")
+        # This shard's own source address on 127.0.0.0/8 (several shards): one
+        # address has ~28,000 ephemeral ports towards one server port.
+        self.local_addr = (cfg["source"], 0) if cfg.get("source") else None
         p = self.profile
         path = p["sse_path"].format(topic=self.topic)
         self.sse_request = (
@@ -474,7 +488,7 @@ class BaseConn(asyncio.Protocol):
     async def connect(self, loop):
         self.start_ns = monotonic_ns()
         try:
-            await loop.create_connection(lambda: self, HOST, self.shard.port)
+            await loop.create_connection(lambda: self, HOST, self.shard.port, local_addr=self.shard.local_addr)
         except OSError as e:
             self.fail("connect: " + (os.strerror(e.errno) if e.errno else type(e).__name__))
         except Exception as e:
@@ -890,8 +904,11 @@ class Coordinator:
 
     # ---- processes
     async def start_shards(self, n):
-        cfg = {"system": self.a.system, "port": self.a.port, "topic": self.a.topic}
-        for _ in range(n):
+        for i in range(n):
+            cfg = {"system": self.a.system, "port": self.a.port, "topic": self.a.topic}
+            if n > 1:
+                # One source address per shard (127.0.0.2, .3, ...): ports do not run out above ~28,000.
+                cfg["source"] = f"127.0.0.{2 + i}"
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 SELF,

@@ -55,11 +55,21 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
     ``connection_pool.connection_class`` and ``connection_kwargs`` (to build
     the bounded, waiting pool from the same connection settings), and a
     Sentinel pool's ``sentinel_manager`` (to close its sentinel connections).
-
 12. **The timestamp inside a signed value** (:func:`signed_timestamp`):
     ``django.core.signing`` (``b62_decode`` and the ``value:timestamp:signature``
     layout), to end a stream opened with a subscribe token when the token
     expires and to refuse a token dated in the future (``tokens.py``).
+13. **uvicorn's httptools cycle state** (:func:`uvicorn_raw_writer`): for
+    a streaming response under uvicorn's httptools protocol, what
+    ``RequestResponseCycle.send`` does with a body chunk while the socket is
+    not paused is exactly ``transport.write(b"%x\\r\\n" % len(body) + body +
+    b"\\r\\n")``. The hub writes one such pre-framed chunk per event to every
+    idle client of a topic (``subscriber.py``), skipping the per-client
+    coroutine and message dict, but only when the cycle's public state
+    (``flow.write_paused``, ``disconnected``, ``response_started``,
+    ``response_complete``, ``chunked_encoding``, the method) says ``send``
+    would do just that; otherwise it calls ``send``. Not for h11 (it frames
+    through its own state machine) nor any other server.
 
 No private (underscored) attribute of Django or uvicorn is read or written;
 item 5 reads two of the standard library's ``multiprocessing.Process``.
@@ -161,6 +171,45 @@ def uvicorn_transport(send: object) -> object | None:
     # uvicorn internal 2: the cycle's ``transport`` attribute is the
     # connection's asyncio transport (uvloop's or asyncio's).
     return getattr(cycle, "transport", None)
+
+
+class RawWriter:
+    """Writes pre-framed body chunks straight to uvicorn's transport, when ``send`` would do only that (item 13)."""
+
+    __slots__ = ("cycle", "flow")
+
+    def __init__(self, cycle: Any) -> None:
+        self.cycle = cycle
+        self.flow = cycle.flow
+
+    def try_write(self, chunk: bytes) -> bool:
+        """Write ``chunk`` (HTTP/1.1 chunk framing included) if the socket takes it now; False: use ``send``."""
+        cycle = self.cycle
+        if self.flow.write_paused or cycle.disconnected or cycle.response_complete:
+            return False
+        cycle.transport.write(chunk)
+        return True
+
+
+def uvicorn_raw_writer(send: object) -> RawWriter | None:
+    """A :class:`RawWriter` for a started chunked response under uvicorn's httptools ``send`` (item 13), or None."""
+    if uvicorn_transport(send) is None:
+        return None
+    cycle: Any = getattr(send, "__self__", None)
+    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    try:
+        framed = (
+            cycle.response_started is True
+            and cycle.chunked_encoding is True
+            and cycle.response_complete is False
+            and cycle.scope["method"] != "HEAD"
+            and isinstance(cycle.flow.write_paused, bool)
+            and isinstance(cycle.disconnected, bool)
+        )
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return RawWriter(cycle) if framed else None
 
 
 def hypercorn_shutdown_event() -> Any | None:

@@ -17,7 +17,14 @@ import uvicorn
 from django.core.handlers import asgi as django_asgi
 from django.core.handlers.asgi import ASGIHandler
 
-from events.internals import DJANGO_HANDLER_METHODS, PendingSend, start_coroutine, uvicorn_transport
+from events.core.messages import http_chunk
+from events.internals import (
+    DJANGO_HANDLER_METHODS,
+    PendingSend,
+    start_coroutine,
+    uvicorn_raw_writer,
+    uvicorn_transport,
+)
 
 from .servers import free_port
 
@@ -195,6 +202,93 @@ def test_a_send_that_is_not_uvicorns_gives_no_transport() -> None:
 
     assert uvicorn_transport(Cycle().send) is None
     assert uvicorn_transport(wrapped_send) is None
+
+
+# uvicorn httptools: a raw chunk write is what send writes (item 13) ---------
+
+
+def decode_chunked(data: bytes) -> bytes:
+    """The body of an HTTP/1.1 chunked response body (after the headers), checking the framing."""
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        assert data[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
+        if size == 0:
+            return body
+        body, data = body + data[:size], data[size + 2 :]
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_uvicorn_raw_writer_writes_what_send_would_and_yields_while_paused(http: str) -> None:
+    """httptools: raw chunks interleave with send's; refused while uvicorn's flow control pauses (item 13)."""
+    writers: list[object] = []
+    paused_after: list[int] = []
+    finished = asyncio.Event()
+    big = b"y" * 65536
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        writer = uvicorn_raw_writer(send)
+        writers.append(writer)
+        if writer is not None:
+            await send({"type": "http.response.body", "body": b"first,", "more_body": True})
+            assert writer.try_write(http_chunk(b"second,"))
+            for count in range(2000):  # up to 128 MB: far beyond any socket buffer
+                if not writer.try_write(http_chunk(big)):
+                    paused_after.append(count)
+                    break
+        await send({"type": "http.response.body", "body": b"last", "more_body": False})
+        finished.set()
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", http=http)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(1000):
+            if writers and (writers[0] is None or paused_after):
+                break
+            await asyncio.sleep(0.01)
+        if http == "h11":
+            assert writers == [None], "uvicorn h11: raw writes must not be offered (h11 frames the body itself)"
+        else:
+            assert writers[0] is not None, "uvicorn httptools: no raw writer (events/internals.py item 13)"
+            assert paused_after, "uvicorn httptools: raw writes never refused although the client reads nothing"
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
+            assert data, "connection closed early"
+            received += data
+        await asyncio.wait_for(finished.wait(), 10)
+        client.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        expected = b"first,second," + big * paused_after[0] + b"last" if http == "httptools" else b"last"
+        assert decode_chunked(body) == expected, "raw chunks and send's do not make one well-framed body"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+
+def test_no_raw_writer_for_a_send_that_is_not_uvicorns() -> None:
+    async def wrapped_send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    assert uvicorn_raw_writer(wrapped_send) is None
 
 
 # hypercorn: the shutdown event of a worker process (item 5) ---------------

@@ -116,9 +116,19 @@ class Message:
         body = f'{{"topic": {topic_json}, "data": {self.data_json}}}'
         return sse.encode_event(body, id=self.id, event=self.event)
 
+    @cached_property
+    def chunk(self) -> bytes:
+        """The frame as one HTTP/1.1 chunk (framing included), encoded once for every client of the topic."""
+        return http_chunk(self.frame)
+
     def as_dict(self) -> dict[str, Any]:
         """The long-poll form: ``{"id", "topic", "event", "data"}``."""
         return {"id": self.id, "topic": self.topic, "event": self.event, "data": json.loads(self.data_json)}
 
     def __repr__(self) -> str:
         return f"<Message {self.id} {self.event} on {self.topic!r}>"
+
+
+def http_chunk(body: bytes) -> bytes:
+    """``body`` framed as one HTTP/1.1 chunk, byte for byte what uvicorn's ``send`` writes for it."""
+    return b"%x\r\n%b\r\n" % (len(body), body)

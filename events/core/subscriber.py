@@ -21,6 +21,14 @@ so one pass over the clients writes to all of them. A send that does suspend
 woken to finish it (:meth:`flush`) before it writes anything else; until
 then new messages queue as usual, so order and the overflow policy are the
 same either way.
+
+Raw writes. Under uvicorn's httptools protocol the stream also gets a
+:class:`~events.internals.RawWriter` (:attr:`raw`): a direct write is then
+the event's pre-framed HTTP/1.1 chunk (:attr:`Message.chunk`, built once per
+event and shared by every client of the topic) written straight to the
+connection's transport, which is all uvicorn's ``send`` would do while the
+socket is not paused. When it is paused (or the response is over) the write
+goes through ``send`` as above, so uvicorn's flow control stays its own.
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ from collections.abc import Callable, Collection
 
 from .. import metrics
 from ..backends.history import Batch
-from ..internals import PendingSend, start_coroutine
+from ..internals import PendingSend, RawWriter, start_coroutine
 from ..serving.asgi_types import Send
 from .ids import ZERO_KEY, EventKey, parse_id
-from .messages import Message
+from .messages import Message, http_chunk
 from .sse import encode_comment
 
 HEARTBEAT = encode_comment("heartbeat")
+HEARTBEAT_CHUNK = http_chunk(HEARTBEAT)
 
 # Payload bytes one client may have queued (beyond one message) before its
 # queue coalesces: with large payloads the entry bound alone would let a
@@ -74,6 +83,7 @@ class Subscriber:
         "pending",
         "queue_size",
         "queued_bytes",
+        "raw",
         "send",
         "sending_since",
         "task",
@@ -110,6 +120,8 @@ class Subscriber:
         self.send: Send | None = None
         # A direct write that suspended; the stream's task finishes it.
         self.inflight: PendingSend | None = None
+        # Raw writes under uvicorn (see the module doc); None: through ``send``.
+        self.raw: RawWriter | None = None
 
     # Called by the hub ---------------------------------------------------
 
@@ -118,7 +130,7 @@ class Subscriber:
             # Parked with an empty queue: write now, what take() would give.
             admitted = self.admit(message)
             if admitted is not None:
-                if self._write_now(admitted.frame):
+                if self._write_now(admitted.frame, admitted.chunk if self.raw is not None else b""):
                     self.delivered += 1
                 else:
                     # The connection broke under this event: end the stream
@@ -134,7 +146,7 @@ class Subscriber:
         self._wake()
 
     def heartbeat(self) -> None:
-        if self._waiter is not None and self.send is not None and self._write_now(HEARTBEAT):
+        if self._waiter is not None and self.send is not None and self._write_now(HEARTBEAT, HEARTBEAT_CHUNK):
             return
         self.heartbeat_due = True
         self._wake()
@@ -160,15 +172,18 @@ class Subscriber:
             len(messages) <= self.queue_size and sum(len(message.data_json) for message in messages) <= QUEUE_BYTES
         )
 
-    def _write_now(self, body: bytes) -> bool:
-        """Hand ``body`` to ``send``; False (and no more direct writes) if that failed."""
+    def _write_now(self, body: bytes, chunk: bytes) -> bool:
+        """Hand ``body`` (``chunk``: framed, for :attr:`raw`) to the client; False (and no more direct writes) if that failed."""
         assert self.send is not None
         try:
+            raw = self.raw
+            if raw is not None and raw.try_write(chunk):
+                return True
             self.inflight = start_coroutine(self.send({"type": "http.response.body", "body": body, "more_body": True}))
         except Exception:
             # Queue it instead: the stream's task sends it and meets the
             # failure in its own context, where it is handled and logged.
-            self.send = None
+            self.send = self.raw = None
             return False
         if self.inflight is not None:
             # The client is slow: its own task finishes this write (flush).

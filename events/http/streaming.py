@@ -39,6 +39,7 @@ from ..core import sse
 from ..core.revocations import Access
 from ..core.subscriber import HEARTBEAT, Subscriber
 from ..exceptions import HubUnavailable
+from ..internals import uvicorn_raw_writer
 from ..serving.asgi_types import Send
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,11 @@ class DirectStream:
     async def send_to(self, send: Send) -> None:
         start, self.start = self.start, {}
         await send(start)
+        # This frame lives as long as the stream: keep not the headers (about 700 bytes a stream).
+        del start
         # From now on the hub may write to ``send`` while the stream waits.
         self.subscriber.send = send
+        self.subscriber.raw = uvicorn_raw_writer(send)
         async with aclosing(self.stream) as chunks:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
