@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import resource
 import signal
 import sys
 import time
@@ -130,24 +129,6 @@ def composite_key(idv: bytes) -> tuple:
         delta, _, seq = entry[2:].partition("-")
         key.append((int(entry[:2], 16), base - int(delta, 16), int(seq or "0", 16)))
     return tuple(key)
-
-
-def raise_nofile() -> int:
-    """Raise RLIMIT_NOFILE as far as allowed: the hard limit too, up to fs.nr_open, where
-    the process may (root with CAP_SYS_RESOURCE); else the soft limit to the hard one."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    try:
-        with open("/proc/sys/fs/nr_open") as f:
-            ceiling = min(int(f.read()), 1 << 20)
-    except (OSError, ValueError):
-        ceiling = hard
-    for limit in (max(ceiling, hard), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-            break
-        except (ValueError, OSError):
-            continue
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def pct(sorted_vals, q):
@@ -418,7 +399,7 @@ class Shard:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        self.send({"ev": "hello", "pid": os.getpid(), "nofile": raise_nofile()})
+        self.send({"ev": "hello", "pid": os.getpid(), "nofile": procfs.raise_nofile()})
         while True:
             line = await reader.readline()
             if not line:
@@ -840,7 +821,7 @@ class PollConn(BaseConn):
 
 
 def shard_main(cfg):
-    raise_nofile()
+    procfs.raise_nofile()
     if uvloop is not None:
         uvloop.install()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -1375,7 +1356,7 @@ class Coordinator:
         return [res]
 
     async def run(self):
-        nofile = raise_nofile()
+        nofile = procfs.raise_nofile()
         per_shard = max(1000, min(self.a.per_shard, nofile - 200))
         n_shards = max(1, math.ceil(max(self.a.levels) / per_shard))
         await self.start_shards(n_shards)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 
@@ -221,3 +222,22 @@ def cmd_version(args: list[str], pattern: str = r"\d+\.\d+[\w.\-]*") -> str:
         return "not found"
     m = re.search(pattern, p.stdout + p.stderr)
     return m.group(0) if m else "?"
+
+
+def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE as far as allowed: the hard limit too, up to fs.nr_open (at most 2**20),
+    where the process may (root with CAP_SYS_RESOURCE); else the soft limit to the hard one.
+    Returns the soft limit now. Children (worker, nginx, loader) inherit it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = min(int(f.read()), 1 << 20)
+    except (OSError, ValueError):
+        ceiling = hard
+    for limit in (max(ceiling, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -55,24 +55,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def raise_nofile():
-    """RLIMIT_NOFILE as high as allowed: the hard limit too, up to fs.nr_open (at most 2**20),
-    where this process may raise it (root with CAP_SYS_RESOURCE); else soft = hard.
-    Children (worker, nginx, loader) inherit it."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    try:
-        with open("/proc/sys/fs/nr_open") as f:
-            ceiling = min(int(f.read()), 1 << 20)
-    except (OSError, ValueError):
-        ceiling = hard
-    for limit in (max(ceiling, hard), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-            return
-        except (ValueError, OSError):
-            continue
-
-
 # Descriptors a server process needs besides its streams (listening socket,
 # Redis, logs, libraries); a level needs N / workers + this per process.
 FD_MARGIN = 200
@@ -117,7 +99,7 @@ def start(cmd, *, cwd=None, env=None, log_path=None):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=raise_nofile,
+            preexec_fn=procfs.raise_nofile,
         )
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
@@ -128,7 +110,7 @@ def start(cmd, *, cwd=None, env=None, log_path=None):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=raise_nofile,
+            preexec_fn=procfs.raise_nofile,
         )
 
 
@@ -563,7 +545,7 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None, bu
         text=True,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=raise_nofile,
+        preexec_fn=procfs.raise_nofile,
     )
     timer = threading.Timer(t_limit, lambda: os.killpg(p.pid, signal.SIGKILL))
     timer.start()
@@ -739,7 +721,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     args = ap.parse_args()
 
-    raise_nofile()
+    procfs.raise_nofile()
     ctx = Ctx()
     ctx.results = args.results
     ctx.raw = os.path.join(args.results, "raw")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -126,6 +127,32 @@ async def test_an_error_in_the_first_step_propagates() -> None:
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+@asynccontextmanager
+async def slow_reader_of(app: Any, http: str = "auto") -> AsyncIterator[socket.socket]:
+    """``app`` served by an in-process uvicorn; a client socket with a 4 KB receive buffer that has sent a GET."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", http=http)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+
 async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_reading() -> None:
     """uvicorn RequestResponseCycle.send: no await unless the transport is paused (internals item 3)."""
     outcomes: list[bool] = []  # per chunk: completed in its first step
@@ -148,22 +175,8 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         finished.set()
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(client, ("127.0.0.1", port))
-        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop = asyncio.get_running_loop()
+    async with slow_reader_of(app) as client:
         # Read nothing until the server had to wait for us.
         for _ in range(1000):
             if outcomes and not outcomes[-1]:
@@ -181,10 +194,6 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
             assert data, "connection closed early"
             received += data
         await asyncio.wait_for(finished.wait(), 10)
-        client.close()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)
 
 
 # uvicorn: only its own send gives a transport (item 4) ---------------------
@@ -243,22 +252,8 @@ async def test_uvicorn_raw_writer_writes_what_send_would_and_yields_while_paused
         await send({"type": "http.response.body", "body": b"last", "more_body": False})
         finished.set()
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", http=http)
-    server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(client, ("127.0.0.1", port))
-        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop = asyncio.get_running_loop()
+    async with slow_reader_of(app, http) as client:
         for _ in range(1000):
             if writers and (writers[0] is None or paused_after):
                 break
@@ -274,14 +269,10 @@ async def test_uvicorn_raw_writer_writes_what_send_would_and_yields_while_paused
             assert data, "connection closed early"
             received += data
         await asyncio.wait_for(finished.wait(), 10)
-        client.close()
         head, _, body = received.partition(b"\r\n\r\n")
         assert b"transfer-encoding: chunked" in head.lower()
         expected = b"first,second," + big * paused_after[0] + b"last" if http == "httptools" else b"last"
         assert decode_chunked(body) == expected, "raw chunks and send's do not make one well-framed body"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)
 
 
 def test_no_raw_writer_for_a_send_that_is_not_uvicorns() -> None:
