@@ -414,6 +414,25 @@ async def test_behind_the_hub_merges_per_topic_and_name_and_keeps_ids_increasing
         await hub.stop()
 
 
+async def test_behind_the_hub_merges_no_revocation() -> None:
+    from events.core.revocations import CONTROL_TOPIC, REVOKED, Access, control_payload
+
+    alice = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    bob = Subscriber(frozenset({"a"}), queue_size=10, is_stream=True)
+    hub = hub_with({"a": {alice, bob}})
+    try:
+        hub.revocations.register(alice, Access(user="1"))
+        hub.revocations.register(bob, Access(user="2"))
+        hub.topic_clients[CONTROL_TOPIC] = {hub.revocations}
+        fall_behind(hub)
+        hub.fan_out(event("1-0", "a"))  # the hub is behind: this one waits
+        hub.fan_out(event("2-0", CONTROL_TOPIC, "revoke", control_payload(user="1")))
+        hub.fan_out(event("3-0", CONTROL_TOPIC, "revoke", control_payload(user="2")))
+        assert (alice.close_reason, bob.close_reason) == (REVOKED, REVOKED), "a revocation was merged or delayed"
+    finally:
+        await hub.stop()
+
+
 async def test_the_hubs_waiting_events_are_bounded_in_bytes() -> None:
     from events.core.hub import PENDING_BYTES
 

@@ -281,12 +281,18 @@ class Hub:
         """Hand ``message`` to every local client of its topic (the reader dropped duplicates).
 
         At once while the hub keeps up; else queued, coalescing, for the
-        dispatcher (see the module doc). O(1) when queued.
+        dispatcher (see the module doc). O(1) when queued. Revocations
+        (:data:`CONTROL_TOPIC`) always go at once: each names another user
+        or session, so merging two would drop one, and they cost nothing to
+        hand over (one listener).
         """
         metrics.EVENTS_RECEIVED.inc()
         topic = message.topic
         clients = self.topic_clients.get(topic) if topic is not None else None
         if not clients:
+            return
+        if topic == CONTROL_TOPIC:
+            self.revocations.push(message)
             return
         if not self.behind:
             # The clock, not loop.time(): uvloop's stands still within one turn of the loop.
