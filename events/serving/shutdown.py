@@ -16,8 +16,8 @@ stream with its closing comment and a clean end of body:
 - **daphne**: Twisted's handler stops the reactor, whose first step cancels
   every application at once (``Server.kill_all_applications``), before a
   stream could write its end. So under Twisted the server's handler is
-  called once the hub has no client left (at most :data:`DRAIN_LIMIT`
-  seconds later).
+  called once the hub has no client left (at most the drain's length plus
+  :data:`DRAIN_SLACK` seconds later).
 - **gunicorn's master** on SIGINT/SIGQUIT sends its workers SIGQUIT ("quick
   stop"), which uvicorn itself does not handle (the worker class only marks
   itself not alive, and the master SIGKILLs it after ``--graceful-timeout``).
@@ -43,14 +43,16 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from ..conf import conf
 from ..core.tasks import cancel_and_wait
 from ..internals import hypercorn_shutdown_event
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Gunicorn's "quick stop" of a worker (see the module doc).
 QUICK_STOP_SIGNAL = signal.SIGQUIT
-# Longest wait for the streams to end before a Twisted reactor is stopped.
-DRAIN_LIMIT = 2.0
+# Longest wait for the streams to end before a Twisted reactor is stopped,
+# beyond the drain's own length (open streams / EVENTS["DRAIN_RATE"]).
+DRAIN_SLACK = 2.0
 # How often hypercorn's own worker polls its shutdown event (same period).
 HYPERCORN_POLL = 0.1
 
@@ -129,7 +131,8 @@ class ShutdownWatch:
 
         hub = get_hub()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_LIMIT
+        rate = conf.DRAIN_RATE
+        deadline = loop.time() + DRAIN_SLACK + (len(hub.streams) / rate if rate > 0 else 0.0)
         # The hub says when its last client detached; no event for it, so a short poll.
         while (hub.streams or hub.polls) and loop.time() < deadline:  # noqa: ASYNC110  (no event to wait on)
             await asyncio.sleep(0.01)
