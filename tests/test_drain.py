@@ -34,7 +34,7 @@ import pytest
 from events import publish
 
 from .browser.nginx import find_nginx
-from .servers import UvicornServer, free_port, start_uvicorn, wait_for
+from .servers import UvicornServer, free_port, start_uvicorn, terminate, wait_for
 
 CLIENTS = int(os.environ.get("EVENTS_TEST_DRAIN_CLIENTS", "2000"))
 DRAIN_RATE = 500
@@ -84,12 +84,7 @@ def nginx_in_front_of(one: int, two: int) -> Iterator[int]:
         wait_for(lambda: _listening(port, process), 15, "nginx to listen")
         yield port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        terminate(process, 10)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -127,6 +127,17 @@ async def test_an_error_in_the_first_step_propagates() -> None:
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+async def read_to_the_last_chunk(client: socket.socket) -> bytes:
+    """Everything ``client`` receives up to the chunked body's last chunk."""
+    loop = asyncio.get_running_loop()
+    received = b""
+    while not received.endswith(b"0\r\n\r\n"):
+        data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
+        assert data, "connection closed early"
+        received += data
+    return received
+
+
 @asynccontextmanager
 async def slow_reader_of(app: Any, http: str = "auto") -> AsyncIterator[socket.socket]:
     """``app`` served by an in-process uvicorn; a client socket with a 4 KB receive buffer that has sent a GET."""
@@ -175,7 +186,6 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         finished.set()
 
-    loop = asyncio.get_running_loop()
     async with slow_reader_of(app) as client:
         # Read nothing until the server had to wait for us.
         for _ in range(1000):
@@ -188,11 +198,7 @@ async def test_uvicorn_send_completes_without_suspending_until_the_client_stops_
         )
         assert not outcomes[-1], "uvicorn: a send never suspended although the client reads nothing"
         # Now read everything: the suspended send finishes and the response ends.
-        received = b""
-        while not received.endswith(b"0\r\n\r\n"):
-            data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
-            assert data, "connection closed early"
-            received += data
+        await read_to_the_last_chunk(client)
         await asyncio.wait_for(finished.wait(), 10)
 
 
@@ -252,7 +258,6 @@ async def test_uvicorn_raw_writer_writes_what_send_would_and_yields_while_paused
         await send({"type": "http.response.body", "body": b"last", "more_body": False})
         finished.set()
 
-    loop = asyncio.get_running_loop()
     async with slow_reader_of(app, http) as client:
         for _ in range(1000):
             if writers and (writers[0] is None or paused_after):
@@ -263,11 +268,7 @@ async def test_uvicorn_raw_writer_writes_what_send_would_and_yields_while_paused
         else:
             assert writers[0] is not None, "uvicorn httptools: no raw writer (events/internals.py item 13)"
             assert paused_after, "uvicorn httptools: raw writes never refused although the client reads nothing"
-        received = b""
-        while not received.endswith(b"0\r\n\r\n"):
-            data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
-            assert data, "connection closed early"
-            received += data
+        received = await read_to_the_last_chunk(client)
         await asyncio.wait_for(finished.wait(), 10)
         head, _, body = received.partition(b"\r\n\r\n")
         assert b"transfer-encoding: chunked" in head.lower()
