@@ -45,6 +45,7 @@ async def test_a_code_change_reloads_after_ending_the_streams(env: dict[str, str
         stream = await open_raw_stream(f"{server.url}/events/stream/?topic={topic}")
         try:
             await stream.read_until(b"stream open")
+
             # Touched until the reloader says it noticed, and not after (a
             # second reload would stop the reloaded server): a change made
             # before its first look at the files (it polls once a second)
