@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from .servers import ROOT, free_port, wait_for
-from .sse import open_raw_stream
+from .sse import open_attached_stream
 
 
 @dataclass
@@ -75,9 +75,8 @@ def start_runserver(
 
 async def ctrl_c_ends_streams_cleanly(server: Runserver, topic: str, streams: int = 3) -> None:
     """Open streams, press Ctrl-C: each gets its closing comment and a clean end; the server exits."""
-    raw = [await open_raw_stream(f"{server.url}/events/stream/?topic={topic}") for _ in range(streams)]
+    raw = [await open_attached_stream(f"{server.url}/events/stream/?topic={topic}", timeout=10) for _ in range(streams)]
     try:
-        await asyncio.gather(*(s.read_until(b"stream open", timeout=10) for s in raw))
         server.ctrl_c()
         bodies = await asyncio.gather(*(s.read_to_end(timeout=3) for s in raw))
         await asyncio.to_thread(server.process.wait, 5)

@@ -182,3 +182,20 @@ async def open_raw_stream(url: str, headers: dict[str, str] | None = None, buffe
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()
     return RawStream(reader, writer)
+
+
+async def open_attached_stream(url: str, timeout: float = 5.0) -> RawStream:
+    """Open a stream and wait until the hub has attached it (its ``event: open``).
+
+    ``: stream open`` comes before the stream subscribes: a worker stopped
+    in between refuses the stream ("unavailable: the server is shutting
+    down") rather than ending it with its closing comment.
+    """
+    separator = "&" if "?" in url else "?"
+    stream = await open_raw_stream(f"{url}{separator}open_event=1")
+    try:
+        await stream.read_until(b"event: open", timeout)
+    except BaseException:
+        await stream.close()
+        raise
+    return stream

@@ -7,7 +7,7 @@ import time
 
 from .conftest import SERVER_ENV
 from .servers import free_port, start_uvicorn
-from .sse import open_raw_stream
+from .sse import open_attached_stream
 
 WORKERS = 2
 STREAMS = 40
@@ -27,9 +27,8 @@ async def test_sigterm_to_the_gunicorn_master_ends_open_streams_promptly(
     port = free_port()
     env = {"REDIS_URL": redis_url, "EVENTS_PREFIX": events_prefix, **SERVER_ENV, "EVENTS_HEARTBEAT": "5"}
     with start_uvicorn(env, port=port, command=gunicorn_command(port)) as srv:
-        streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
+        streams = [await open_attached_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
         try:
-            await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
             started = time.monotonic()
             srv.process.send_signal(signal.SIGTERM)
             bodies = await asyncio.gather(*(s.read_to_end(timeout=5) for s in streams))

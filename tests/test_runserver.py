@@ -14,7 +14,7 @@ from events.checks import check_app_order
 from .conftest import SERVER_ENV
 from .runserver import ctrl_c_ends_streams_cleanly, start_runserver
 from .servers import ROOT, wait_for
-from .sse import open_raw_stream
+from .sse import open_attached_stream
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,10 +42,17 @@ async def test_runserver_streams_serves_static_files_and_stops_cleanly_on_ctrl_c
 async def test_a_code_change_reloads_after_ending_the_streams(env: dict[str, str], topic: str) -> None:
     touched = ROOT / "project" / "urls.py"
     with start_runserver(env) as server:
-        stream = await open_raw_stream(f"{server.url}/events/stream/?topic={topic}")
+        stream = await open_attached_stream(f"{server.url}/events/stream/?topic={topic}")
         try:
-            await stream.read_until(b"stream open")
-            touched.touch()
+            # Touched until the reloader says it noticed, and not after: a
+            # change made before its first look at the file (it looks once a
+            # second, and records a file it has not seen before without
+            # reloading) goes unseen.
+            def noticed() -> bool:
+                touched.touch()
+                return "changed, reloading." in server.log()
+
+            await asyncio.to_thread(wait_for, noticed, 30, "the reloader to notice the change", 0.5)
             body = await stream.read_to_end(timeout=10)
         finally:
             await stream.close()
