@@ -238,6 +238,11 @@ class Ours(System):
         e["DJANGO_SETTINGS_MODULE"] = "project.settings"
         # The default (20,000 per worker) is below the big levels.
         e["EVENTS_MAX_STREAMS"] = str(BIG_LEVEL_2W)
+        # Warnings and errors only, as nginx is run for nchan (access_log off,
+        # error_log warn) and uvicorn here (--no-access-log): the demo's
+        # INFO line per stream opened and closed costs about a fifth of the
+        # set-up CPU (a formatted line written to stderr per stream).
+        e["EVENTS_LOG_LEVEL"] = "WARNING"
         return e
 
     def publisher(self):

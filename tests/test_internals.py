@@ -21,8 +21,10 @@ from django.core.handlers.asgi import ASGIHandler
 from events.core.messages import http_chunk
 from events.internals import (
     DJANGO_HANDLER_METHODS,
+    DisconnectHook,
     PendingSend,
     start_coroutine,
+    uvicorn_disconnect_hook,
     uvicorn_raw_writer,
     uvicorn_transport,
 )
@@ -31,7 +33,6 @@ from .servers import free_port
 
 # The parameters handlers.py passes to each method, in order.
 EXPECTED_PARAMETERS = {
-    "read_body": ["receive"],
     "create_request": ["scope", "body_file"],
     "get_response_async": ["request"],
     "send_response": ["response", "send"],
@@ -281,6 +282,72 @@ def test_no_raw_writer_for_a_send_that_is_not_uvicorns() -> None:
         pass
 
     assert uvicorn_raw_writer(wrapped_send) is None
+
+
+# uvicorn httptools: a disconnect sets message_event (item 14) --------------
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_uvicorn_disconnect_hook_cancels_the_request_when_the_client_goes(http: str) -> None:
+    """httptools: the hook stands in for message_event and a disconnect cancels the task (item 14)."""
+    hooks: list[object] = []
+    cancelled = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        assert (await receive())["type"] == "http.request"
+        task = asyncio.current_task()
+        assert task is not None
+        hook = uvicorn_disconnect_hook(send, task)
+        hooks.append(hook)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"open", "more_body": True})
+        try:
+            waiting.set()
+            if hook is None:
+                await receive()  # h11: the portable way
+                raise asyncio.CancelledError
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with slow_reader_of(app, http) as client:
+        await asyncio.wait_for(waiting.wait(), 10)
+        if http == "h11":
+            assert hooks == [None], "uvicorn h11: the disconnect hook must not be offered"
+        else:
+            assert isinstance(hooks[0], DisconnectHook), "uvicorn httptools: no disconnect hook (internals.py item 14)"
+        client.close()
+        try:
+            await asyncio.wait_for(cancelled.wait(), 10)
+        except TimeoutError:
+            raise AssertionError(
+                "uvicorn: a client's disconnect no longer reaches cycle.message_event.set() (internals.py item 14)"
+            ) from None
+
+
+async def test_the_disconnect_hook_still_behaves_as_an_event() -> None:
+    """Anyone still calling uvicorn's receive() waits on the hook as on the Event it replaced."""
+
+    class Cycle:
+        disconnected = False
+
+    task = asyncio.ensure_future(asyncio.sleep(30))
+    try:
+        hook = DisconnectHook(Cycle(), task, False)
+        waiter = asyncio.ensure_future(hook.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done() and not hook.is_set()
+        hook.set()  # not a disconnect: the response completed, say
+        assert await asyncio.wait_for(waiter, 5) is True
+        assert hook.is_set() and not task.cancelled()
+        hook.clear()
+        assert not hook.is_set()
+    finally:
+        task.cancel()
 
 
 # hypercorn: the shutdown event of a worker process (item 5) ---------------

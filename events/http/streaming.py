@@ -62,7 +62,7 @@ class EventStreamResponse(StreamingHttpResponse):
     ``aclosing()``, which runs its ``finally`` on disconnect.
 
     Served by ``handlers.py`` (the ``events_asgi_app``), the response is sent
-    by :meth:`DirectStream.send_to` instead, which also lets the hub write
+    by ``handlers.py`` through a :class:`DirectStream` instead, which also lets the hub write
     live frames straight to the client (see ``subscriber.py``).
 
     A middleware that replaces ``streaming_content`` (to wrap, count or
@@ -117,7 +117,7 @@ class EventStreamResponse(StreamingHttpResponse):
         return not self.content_replaced
 
     def direct(self) -> DirectStream:
-        """What :meth:`DirectStream.send_to` needs, so the response itself need not stay in memory."""
+        """What sending the stream directly needs, so the response itself need not stay in memory."""
         headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in self.items()]
         headers += [(b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in self.cookies.values()]
         start = {"type": "http.response.start", "status": self.status_code, "headers": headers}
@@ -125,27 +125,31 @@ class EventStreamResponse(StreamingHttpResponse):
 
 
 class DirectStream:
-    """An :class:`EventStreamResponse` sent straight over ASGI (what Django's ``send_response`` would do)."""
+    """An :class:`EventStreamResponse` to be sent straight over ASGI (what Django's ``send_response`` would do).
+
+    The sender (``handlers.py``) sends :meth:`take_start`, calls
+    :meth:`attach`, then sends each chunk of :attr:`stream` and the end of
+    the body. It does so in its own frame, not in a method here: that frame
+    stays as long as the stream is open, and a second one would too.
+    """
 
     __slots__ = ("start", "stream", "subscriber")
 
     def __init__(self, start: dict[str, Any], stream: AsyncGenerator[bytes, None], subscriber: Subscriber) -> None:
-        self.start = start
+        self.start: dict[str, Any] | None = start
         self.stream = stream
         self.subscriber = subscriber
 
-    async def send_to(self, send: Send) -> None:
-        start, self.start = self.start, {}
-        await send(start)
-        # This frame lives as long as the stream: keep not the headers (about 700 bytes a stream).
-        del start
-        # From now on the hub may write to ``send`` while the stream waits.
+    def take_start(self) -> dict[str, Any]:
+        """The ``http.response.start`` message, given once (the headers, about 700 bytes, are not kept)."""
+        start, self.start = self.start, None
+        assert start is not None, "take_start() called twice"
+        return start
+
+    def attach(self, send: Send) -> None:
+        """From now on the hub may write to ``send`` while the stream waits (after the start was sent)."""
         self.subscriber.send = send
         self.subscriber.raw = uvicorn_raw_writer(send)
-        async with aclosing(self.stream) as chunks:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def retry_hint() -> bytes:
@@ -167,6 +171,34 @@ def open_frame(position: str | None, token_expires: float | None = None) -> byte
     """
     data = "null" if token_expires is None else json.dumps({"token_expires": int(token_expires)})
     return sse.encode_event(f'{{"topic": null, "data": {data}}}', id=position or "", event=OPEN_EVENT)
+
+
+async def replay_chunks(client: Subscriber, resume_from: str | None) -> AsyncGenerator[bytes, None]:
+    """The history after ``resume_from``, one chunk per batch (each batch one Redis call).
+
+    The backend sets the client's position as it goes, so live events queued
+    meanwhile that the replay covered are dropped by id. Redis errors propagate.
+    """
+    loop = asyncio.get_running_loop()
+    async with aclosing(get_backend().replay(client, resume_from)) as batches:
+        async for batch in batches:
+            if batch.reset is not None:
+                chunk = client.given_reset(batch.reset).frame
+            else:
+                chunk = b"".join(message.frame for message in batch.events)
+                client.delivered += len(batch.events)
+                metrics.EVENTS_DELIVERED.inc(len(batch.events))
+            if chunk:
+                client.sending_since = loop.time()
+                yield chunk
+                if batch.more:
+                    # An empty chunk: the server sends it once the socket has
+                    # drained, so the next batch is read only then (a client
+                    # that does not read holds one batch in memory, not the
+                    # whole replay).
+                    del chunk, batch
+                    yield b""
+                client.sending_since = None
 
 
 async def event_stream(
@@ -217,33 +249,18 @@ async def event_stream(
             yield open_frame(resume_from, access.token_expires)
 
         try:
-            # The history after the client's position, in bounded batches
-            # (each one Redis call, sent as one chunk). The backend sets the
-            # client's position as it goes, so live events queued meanwhile
-            # that the replay covered are dropped by id.
-            async with aclosing(backend.replay(client, resume_from)) as batches:
-                async for batch in batches:
-                    if batch.reset is not None:
-                        chunk = client.given_reset(batch.reset).frame
-                    else:
-                        chunk = b"".join(message.frame for message in batch.events)
-                        client.delivered += len(batch.events)
-                        metrics.EVENTS_DELIVERED.inc(len(batch.events))
-                    if chunk:
-                        client.sending_since = loop.time()
-                        yield chunk
-                        if batch.more:
-                            # An empty chunk: the server sends it once the
-                            # socket has drained, so the next batch is read
-                            # only then (a client that does not read holds
-                            # one batch in memory, not the whole replay).
-                            del chunk, batch
-                            yield b""
-                        client.sending_since = None
+            # The history after the client's position, in bounded batches.
+            async with aclosing(replay_chunks(client, resume_from)) as replay:
+                async for chunk in replay:
+                    yield chunk
         except REDIS_ERRORS as exc:
             end = "redis-error"
             yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
             return
+        # This frame lives as long as the stream: keep neither the finished
+        # replay (nor the event loop's weak reference to it) nor its last chunk.
+        del replay
+        chunk = b""
 
         while True:
             await client.wait()

@@ -27,7 +27,7 @@ gets Django's ordinary handling for them (correct, a thread per stream).
 Request bodies: the event endpoints take none, so a request that announces
 one (``Content-Length`` above 0, or ``Transfer-Encoding``) is answered with a
 JSON ``400`` before a byte of it is read; Django's ``read_body`` would spool
-any size to disk first.
+any size to disk first. (The empty body is received without it.)
 
 Under uvicorn's own ``send`` (no ASGI middleware wrapping it), a stream's
 connection can be aborted and the hub may write to it directly
@@ -40,13 +40,15 @@ The Django handler methods used here are listed, with why, in ``internals.py``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import aclosing
 from functools import lru_cache, partial
 from typing import Any, TypeVar
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
@@ -62,6 +64,7 @@ from django.utils.module_loading import import_string
 from ..conf import conf
 from ..http.errors import as_json
 from ..http.streaming import EventStreamResponse
+from ..internals import DisconnectHook, uvicorn_disconnect_hook
 from . import transport
 from .asgi_types import Receive, Scope, Send
 from .sync_trips import sync_trips
@@ -108,14 +111,18 @@ class EventsASGIHandler(ASGIHandler):
         )
 
     # Any, as ASGIHandler.__call__ is typed (django-stubs spell the ASGI types their own way).
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    # Not ``async def``: it returns the coroutine that serves the request, so
+    # an open stream keeps one coroutine frame less (marked as a coroutine
+    # function below, for servers that look).
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Coroutine[Any, Any, None]:
         if scope["type"] == "http":
             scope[SERVED_KEY] = True
             match = lean_match(settings.ROOT_URLCONF, path_info(scope))
             if match is not None:
-                await self.serve_lean(scope, receive, send, match)
-                return
-        await super().__call__(scope, receive, send)
+                return self.serve_lean(scope, receive, send, match)
+        return super().__call__(scope, receive, send)
+
+    markcoroutinefunction(__call__)
 
     async def serve_lean(self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch) -> None:
         """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own."""
@@ -126,7 +133,7 @@ class EventsASGIHandler(ASGIHandler):
             return
         body_file: Any
         try:
-            body_file = await self.read_body(receive)
+            body_file = await read_empty_body(receive)
         except RequestAborted:
             return
         # While a stream is open this frame stays: it keeps nothing it does not need.
@@ -141,7 +148,7 @@ class EventsASGIHandler(ASGIHandler):
             request, response = self.create_request(scope, body_file)
             task = asyncio.current_task()
             assert task is not None
-            watcher = DisconnectWatcher(receive, task)
+            watcher = watch_disconnect(receive, send, task)
             try:
                 if request is not None:
                     request.resolver_match = match
@@ -164,7 +171,14 @@ class EventsASGIHandler(ASGIHandler):
                     # Nor is the response: closing it would only send
                     # request_finished (below), its one closer (request.close) ran.
                     stream, response = response.direct(), None
-                    await stream.send_to(send)
+                    await send(stream.take_start())
+                    stream.attach(send)
+                    async with aclosing(stream.stream) as chunks:
+                        async for chunk in chunks:
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                            # Not kept while waiting for the next (a replay batch is up to 1 MiB).
+                            del chunk
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
                 else:
                     await self.send_response(response, send)  # type: ignore[arg-type]  # see __call__
             except asyncio.CancelledError:
@@ -194,6 +208,22 @@ def has_body(scope: Scope) -> bool:
     return False
 
 
+async def read_empty_body(receive: Receive) -> io.BytesIO:
+    """Receive the request's body, which is empty (``has_body`` refused any other), as Django's request wants it.
+
+    Django's ``read_body`` would make a ``SpooledTemporaryFile`` per request
+    for it. Bytes that come all the same (an HTTP/2 body announced by no
+    header) are dropped: the event endpoints read no body. Raises
+    ``RequestAborted`` if the client has gone.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        if not message.get("more_body", False):
+            return io.BytesIO()
+
+
 REFUSAL = json.dumps({"error": "The event endpoints take no request body.", "code": "body_not_allowed"}).encode()
 
 
@@ -212,6 +242,17 @@ async def send_refusal(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": REFUSAL, "more_body": False})
+
+
+def watch_disconnect(receive: Receive, send: Send, task: asyncio.Task[Any]) -> DisconnectHook | DisconnectWatcher:
+    """Cancel ``task`` when the client disconnects; ``stop()`` the result when the request is done.
+
+    Under uvicorn's httptools protocol the connection says so itself
+    (``internals.uvicorn_disconnect_hook``: no task, no frame, no future per
+    open stream); elsewhere a pending ``receive()`` waits for it.
+    """
+    hook = uvicorn_disconnect_hook(send, task)
+    return hook if hook is not None else DisconnectWatcher(receive, task)
 
 
 class DisconnectWatcher:

@@ -27,7 +27,6 @@ import asyncio
 import socket
 import struct
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from ..internals import uvicorn_transport
@@ -46,7 +45,19 @@ def aborter(send: object) -> Callable[[], None] | None:
     transport: Any = uvicorn_transport(send)
     if not callable(getattr(transport, "abort", None)) or not callable(getattr(transport, "get_extra_info", None)):
         return None
-    return partial(abort, transport)
+    return Aborter(transport)
+
+
+class Aborter:
+    """``abort(transport)`` as a callable that every open stream keeps (smaller than a ``partial``)."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+
+    def __call__(self) -> None:
+        abort(self.transport)
 
 
 def abort(transport: asyncio.WriteTransport) -> None:
