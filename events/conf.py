@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
@@ -32,10 +33,14 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
+# One object for "no EVENTS", so that a setting's cached value (below) holds for it.
+_NOT_CONFIGURED: Mapping[str, Any] = MappingProxyType({})
+
+
 def configured() -> Mapping[str, Any]:
     """``settings.EVENTS`` as the site set it (the checks report a non-dict)."""
-    value = getattr(settings, "EVENTS", None) or {}
-    return value if isinstance(value, Mapping) else {}
+    value = getattr(settings, "EVENTS", None) or _NOT_CONFIGURED
+    return value if isinstance(value, Mapping) else _NOT_CONFIGURED
 
 
 class Setting(Generic[T]):
@@ -54,6 +59,8 @@ class Setting(Generic[T]):
         self.default = default
         self.meaning = meaning
         self.env = env
+        # (the EVENTS mapping, this setting's value in it), see __get__.
+        self._cached: tuple[Mapping[str, Any], T] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -65,7 +72,17 @@ class Setting(Generic[T]):
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return self.value(configured())
+        # Read, checked and converted once per EVENTS dict, not at every use
+        # (a stream's set-up reads a dozen settings). ``override_settings``
+        # sets another dict, so tests see their values; Django's settings are
+        # not to be changed in place.
+        config = configured()
+        cached = self._cached
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        value = self.value(config)
+        self._cached = (config, value)
+        return value
 
     def value(self, config: Mapping[str, Any]) -> T:
         """The typed value of this key in ``config`` (an ``EVENTS`` dict), or its default."""

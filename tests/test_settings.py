@@ -72,6 +72,19 @@ def test_typed_access_converts_only_what_is_valid() -> None:
         _ = conf.HEARTBEAT
 
 
+def test_a_value_read_once_follows_every_override_and_its_end() -> None:
+    # Values are cached per EVENTS dict (conf.py): each override is a new one.
+    with override_settings(EVENTS={"HEARTBEAT": 3}):
+        assert conf.HEARTBEAT == 3.0
+        with override_settings(EVENTS={"HEARTBEAT": 4}):
+            assert conf.HEARTBEAT == 4.0
+        assert conf.HEARTBEAT == 3.0
+    with override_settings(EVENTS={}):
+        assert conf.HEARTBEAT == Settings.HEARTBEAT.default
+    with override_settings(EVENTS={"HEARTBEAT": 5}):
+        assert conf.HEARTBEAT == 5.0
+
+
 @pytest.mark.parametrize(
     ("events", "expected_id"),
     [
