@@ -80,7 +80,7 @@ def test_a_value_read_once_follows_every_override_and_its_end() -> None:
             assert conf.HEARTBEAT == 4.0
         assert conf.HEARTBEAT == 3.0
     with override_settings(EVENTS={}):
-        assert conf.HEARTBEAT == Settings.HEARTBEAT.default
+        assert Settings.HEARTBEAT.default == conf.HEARTBEAT
     with override_settings(EVENTS={"HEARTBEAT": 5}):
         assert conf.HEARTBEAT == 5.0
 
