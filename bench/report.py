@@ -64,6 +64,61 @@ def index(doc):
     return out
 
 
+def rounds_of(doc, system, n):
+    """The level dicts of ``system`` (one worker, SSE) at ``n``: the main run's, then each repeat's."""
+    found = [index(doc).get((system, 1, n))]
+    for run in doc.get("repeats") or []:
+        if run["system"] == system:
+            found += [lv for lv in levels_of(run) if lv["n"] == n]
+    return [lv for lv in found if lv and not lv.get("error")]
+
+
+def median_level(levels):
+    """A level dict holding the median of each figure the targets read, over ``levels`` (None if empty)."""
+    if not levels:
+        return None
+
+    def med(values):
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    return {
+        "fanout_ms": med(lv.get("fanout_ms") for lv in levels),
+        "server_us_per_msg": med(lv.get("server_us_per_msg") for lv in levels),
+        "setup": {"rate_per_s": med(lv.get("setup", {}).get("rate_per_s") for lv in levels)},
+        "rss_per_stream_kb": med(lv.get("rss_per_stream_kb") for lv in levels),
+        "runs": len(levels),
+    }
+
+
+def repeats_section(doc):
+    """Each run behind the medians of the targets: the main run, then the repeats (ours, nchan alternating)."""
+    if not doc.get("repeats"):
+        return []
+    rows = [
+        "## The runs behind the medians",
+        "",
+        f"The fan-out, CPU, set-up and memory targets above are the median of {doc.get('repeat', 1)} runs: "
+        "the main run (the tables below) and repeats that alternate ours and nchan, one worker, "
+        "each system's figure taken apart.",
+        "",
+        "| system | run | N | setup /s | fan-out ms (median) | server µs/msg | KB/idle stream |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for system in ("ours", "nchan"):
+        for n in (5000, 10000):
+            for number, lv in enumerate(rounds_of(doc, system, n), start=1):
+                rows.append(
+                    f"| {system} | {number} | {n:,} | {fmt(lv.get('setup', {}).get('rate_per_s'), 0)} | "
+                    f"{fmt(lv.get('fanout_ms'))} | {fmt(lv.get('server_us_per_msg'))} | "
+                    f"{fmt(lv.get('rss_per_stream_kb'))} |"
+                )
+    return [*rows, ""]
+
+
 def poll_index(doc):
     out = {}
     for run in doc["runs"]:
@@ -222,9 +277,11 @@ def targets(doc):
     )
     for name, goal, check in checks:
         for n in (5000, 10000):
-            o, c = idx.get(("ours", 1, n)), idx.get(("nchan", 1, n))
+            # The median of the runs (the main one and the repeats), each system's figure apart.
+            o, c = median_level(rounds_of(doc, "ours", n)), median_level(rounds_of(doc, "nchan", n))
             result = check(o, c) if o else None
-            row(f"{name}, N={n:,}", goal, *(result or ("not measured", None)))
+            runs = f"median of {o['runs']} runs" if o and o["runs"] > 1 else "one run"
+            row(f"{name}, N={n:,}", goal, *(result or ("not measured", None)), runs if result else "")
     o10 = idx.get(("ours", 1, 10000))
     if o10 and o10.get("threads_max") is not None:
         row("worker threads with 10,000 streams", "≤ 20", str(o10["threads_max"]), o10["threads_max"] <= 20)
@@ -396,6 +453,7 @@ def write_markdown(doc, path):
         "",
         targets(doc),
         "",
+        *repeats_section(doc),
         "## SSE fan-out",
         "",
         "Latencies are from the publisher's timestamp (taken just before the publish call) to the "
