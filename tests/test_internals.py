@@ -24,6 +24,7 @@ from events.internals import (
     DisconnectHook,
     PendingSend,
     start_coroutine,
+    sync_receivers,
     uvicorn_disconnect_hook,
     uvicorn_raw_writer,
     uvicorn_transport,
@@ -348,6 +349,29 @@ async def test_the_disconnect_hook_still_behaves_as_an_event() -> None:
         assert not hook.is_set()
     finally:
         task.cancel()
+
+
+# Django: a signal's live receivers (item 15) --------------------------------
+
+
+def test_sync_receivers_are_what_a_send_calls() -> None:
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def sync_receiver(**kwargs: object) -> None:
+        pass
+
+    async def async_receiver(**kwargs: object) -> None:
+        pass
+
+    assert sync_receivers(signal, None) == []
+    signal.connect(sync_receiver)
+    assert sync_receivers(signal, None) == [sync_receiver], (
+        "Django's Signal._live_receivers changed (internals item 15)"
+    )
+    signal.connect(async_receiver)
+    assert sync_receivers(signal, None) is None, "Django's Signal._live_receivers changed (internals item 15)"
 
 
 # hypercorn: the shutdown event of a worker process (item 5) ---------------

@@ -144,7 +144,7 @@ class EventsASGIHandler(ASGIHandler):
             # Django's two sync calls per request (here and at the end), each
             # sharing its trip to the sync thread with other requests' (sync_trips.py).
             trips = sync_trips()
-            await trips.call(partial(signals.request_started.send, sender=self.__class__, scope=scope))
+            await trips.request_started(self.__class__, scope)
             request, response = self.create_request(scope, body_file)
             task = asyncio.current_task()
             assert task is not None
