@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 T = TypeVar("T")
 SettingT = TypeVar("SettingT", bound="Setting[Any]")
@@ -33,14 +33,35 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-# One object for "no EVENTS", so that a setting's cached value (below) holds for it.
-_NOT_CONFIGURED: Mapping[str, Any] = MappingProxyType({})
-
-
 def configured() -> Mapping[str, Any]:
     """``settings.EVENTS`` as the site set it (the checks report a non-dict)."""
-    value = getattr(settings, "EVENTS", None) or _NOT_CONFIGURED
-    return value if isinstance(value, Mapping) else _NOT_CONFIGURED
+    value = getattr(settings, "EVENTS", None) or {}
+    return value if isinstance(value, Mapping) else {}
+
+
+class _Changes:
+    """Counts changes of ``settings.EVENTS`` made with ``override_settings`` (Django's ``setting_changed``).
+
+    Each setting keeps the value it read with the count it read it at, and
+    reads again once the count moved. The receiver is connected at the first
+    read of a setting, not at import.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.watching = False
+
+    def watch(self) -> None:
+        if not self.watching:
+            setting_changed.connect(self.changed, dispatch_uid="events.conf")
+            self.watching = True
+
+    def changed(self, *, setting: str, **kwargs: Any) -> None:
+        if setting == "EVENTS":
+            self.generation += 1
+
+
+_changes = _Changes()
 
 
 class Setting(Generic[T]):
@@ -59,8 +80,8 @@ class Setting(Generic[T]):
         self.default = default
         self.meaning = meaning
         self.env = env
-        # (the EVENTS mapping, this setting's value in it), see __get__.
-        self._cached: tuple[Mapping[str, Any], T] | None = None
+        # (the settings generation it was read in, its value), see __get__.
+        self._cached: tuple[int, T] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -72,16 +93,18 @@ class Setting(Generic[T]):
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        # Read, checked and converted once per EVENTS dict, not at every use
-        # (a stream's set-up reads a dozen settings). ``override_settings``
-        # sets another dict, so tests see their values; Django's settings are
-        # not to be changed in place.
-        config = configured()
+        # Read, checked and converted once, not at every use: a stream's
+        # set-up reads a dozen settings, and each read of Django's lazy
+        # settings object costs more than the rest of the lookup. Read again
+        # after ``override_settings`` changes EVENTS (Django's
+        # ``setting_changed`` signal, see ``_Changes``).
+        generation = _changes.generation
         cached = self._cached
-        if cached is not None and cached[0] is config:
+        if cached is not None and cached[0] == generation:
             return cached[1]
-        value = self.value(config)
-        self._cached = (config, value)
+        _changes.watch()
+        value = self.value(configured())
+        self._cached = (generation, value)
         return value
 
     def value(self, config: Mapping[str, Any]) -> T:
