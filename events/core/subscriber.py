@@ -128,8 +128,11 @@ class Subscriber:
     def push(self, message: Message) -> None:
         if self._waiter is not None and self.send is not None:
             # Parked with an empty queue: write now, what take() would give.
-            admitted = self.admit(message)
+            # (admit(), unrolled: this runs once per client per event.)
+            admitted = self._advance(message)
             if admitted is not None:
+                if admitted.is_reset:
+                    self.given_reset(admitted)
                 if self._write_now(admitted.frame, admitted.chunk if self.raw is not None else b""):
                     self.delivered += 1
                 else:
