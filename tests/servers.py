@@ -27,10 +27,29 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(offset: int = 0) -> int:
+    """A free port below the kernel's ephemeral range (and ``port + offset`` free too, with ``offset``).
+
+    Outgoing connections take their source ports from the ephemeral range:
+    a port picked there can be taken by one while its server is down, and a
+    test that restarts a server (Redis, a worker) on its port would then
+    wait for it forever.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(10000, max(10001, low - 1 - offset))
+        try:
+            with socket.socket() as one, socket.socket() as two:
+                one.bind(("127.0.0.1", port))
+                if offset:
+                    two.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_for(condition, timeout: float, message: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
@@ -314,16 +333,7 @@ class RedisClusterServers:
 
 def free_cluster_port() -> int:
     """A free port whose cluster-bus port (port + 10000) is free too."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        try:
-            with socket.socket() as one, socket.socket() as bus:
-                one.bind(("127.0.0.1", port))
-                bus.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair for a cluster node")
+    return free_port(10000)
 
 
 def start_redis_cluster(primaries: int = 3, replicas: int = 1) -> RedisClusterServers:
