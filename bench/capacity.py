@@ -24,11 +24,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Measured:
     # Worker (one uvicorn process, one core), bench/results/RESULTS.md (standard run), N = 10,000.
-    us_per_delivery: float = 7.0  # server CPU per delivered message (6.1 single node, 6.5 cluster; 7.4 at N = 5,000)
-    kb_per_stream: float = 12.0  # RSS per idle stream (11.4 / 11.7 KB)
+    us_per_delivery: float = 7.0  # server CPU per delivered message (5.9 single node, 6.6 cluster; 7.5 at N = 1,000)
+    kb_per_stream: float = 12.0  # RSS per idle stream (11.5 / 11.8 KB)
     worker_base_mb: float = 60.0  # RSS of a worker with no stream
     streams_per_worker_measured: int = 10_000  # largest N one worker served without failure here
-    deliveries_per_s_per_worker: float = 163_800  # msgs/s during a fan-out at N = 10,000 (single node)
+    deliveries_per_s_per_worker: float = 167_300  # msgs/s during a fan-out at N = 10,000 (single node)
     fanout_base_ms: float = 2.0  # first-client latency at small N
     # bench/worker_publish_cost.py: a worker receiving one publish and delivering it once.
     us_per_publish_received: float = 45.0  # single Redis (44-45 µs measured at 2,000/s)
