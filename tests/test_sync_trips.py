@@ -7,7 +7,7 @@ import threading
 from functools import partial
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 
 from events.serving.sync_trips import SyncTrips
 
@@ -73,7 +73,13 @@ async def test_a_cancelled_caller_still_has_its_call_run() -> None:
 
 @pytest.fixture
 def fresh_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget which threads trips ran in and which opened a connection (the module keeps both per process)."""
+    """Forget which threads trips ran in and which opened a connection (the module keeps both per process).
+
+    The tests then run in a ``ThreadSensitiveContext``: asgiref's shared
+    sync thread may hold a database connection from an earlier test, and in
+    that context the trips (and the test's own ``sync_to_async`` calls) go
+    to a new thread instead.
+    """
     from events.serving import sync_trips
 
     monkeypatch.setattr(sync_trips, "_trip_threads", set())
@@ -82,40 +88,42 @@ def fresh_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("fresh_threads")
 async def test_request_started_goes_until_it_would_do_nothing_in_the_sync_thread() -> None:
-    from django.core import signals
+    async with ThreadSensitiveContext():
+        from django.core import signals
 
-    trips = SyncTrips()
-    await trips.request_started(SyncTrips, {})
-    assert trips.trips == 1  # the first: nothing is known of the sync thread yet
-    await trips.request_started(SyncTrips, {})
-    assert trips.trips == 1  # Django's receivers only, no connection there: skipped
-
-    ran_in: list[int] = []
-
-    def mine(**kwargs: object) -> None:
-        ran_in.append(threading.get_ident())
-
-    signals.request_started.connect(mine)
-    try:
+        trips = SyncTrips()
         await trips.request_started(SyncTrips, {})
-    finally:
-        signals.request_started.disconnect(mine)
-    assert trips.trips == 2  # a receiver of the site's own: sent, in the sync thread
-    assert ran_in == [await sync_to_async(threading.get_ident)()]
+        assert trips.trips == 1  # the first: nothing is known of the sync thread yet
+        await trips.request_started(SyncTrips, {})
+        assert trips.trips == 1  # Django's receivers only, no connection there: skipped
+
+        ran_in: list[int] = []
+
+        def mine(**kwargs: object) -> None:
+            ran_in.append(threading.get_ident())
+
+        signals.request_started.connect(mine)
+        try:
+            await trips.request_started(SyncTrips, {})
+        finally:
+            signals.request_started.disconnect(mine)
+        assert trips.trips == 2  # a receiver of the site's own: sent, in the sync thread
+        assert ran_in == [await sync_to_async(threading.get_ident)()]
 
 
 @pytest.mark.usefixtures("fresh_threads")
 async def test_once_the_sync_thread_opened_a_connection_request_started_always_goes() -> None:
-    from django.db import connection
-    from django.db.backends.signals import connection_created
+    async with ThreadSensitiveContext():
+        from django.db import connection
+        from django.db.backends.signals import connection_created
 
-    trips = SyncTrips()
-    await trips.request_started(SyncTrips, {})
-    await trips.request_started(SyncTrips, {})
-    assert trips.trips == 1
-    # What Django sends when a connection opens, sent from the sync thread
-    # (where a session or an authorization hook would query).
-    await sync_to_async(partial(connection_created.send, sender=type(connection), connection=connection))()
-    await trips.request_started(SyncTrips, {})
-    await trips.request_started(SyncTrips, {})
-    assert trips.trips == 3
+        trips = SyncTrips()
+        await trips.request_started(SyncTrips, {})
+        await trips.request_started(SyncTrips, {})
+        assert trips.trips == 1
+        # What Django sends when a connection opens, sent from the sync thread
+        # (where a session or an authorization hook would query).
+        await sync_to_async(partial(connection_created.send, sender=type(connection), connection=connection))()
+        await trips.request_started(SyncTrips, {})
+        await trips.request_started(SyncTrips, {})
+        assert trips.trips == 3
