@@ -209,12 +209,18 @@ class RawWriter:
         return True
 
 
-def uvicorn_raw_writer(send: object) -> RawWriter | None:
-    """A :class:`RawWriter` for a started chunked response under uvicorn's httptools ``send`` (item 13), or None."""
+def uvicorn_httptools_cycle(send: object) -> Any | None:
+    """The ``RequestResponseCycle`` behind uvicorn's own httptools ``send`` (items 13 and 14), or None."""
     if uvicorn_transport(send) is None:
         return None
-    cycle: Any = getattr(send, "__self__", None)
-    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+    cycle = getattr(send, "__self__", None)
+    return cycle if type(cycle).__module__ == "uvicorn.protocols.http.httptools_impl" else None
+
+
+def uvicorn_raw_writer(send: object) -> RawWriter | None:
+    """A :class:`RawWriter` for a started chunked response under uvicorn's httptools ``send`` (item 13), or None."""
+    cycle = uvicorn_httptools_cycle(send)
+    if cycle is None:
         return None
     try:
         framed = (
@@ -284,10 +290,8 @@ def uvicorn_disconnect_hook(send: object, task: asyncio.Task[Any]) -> Disconnect
     Call it once the request's body has been received. None under any other
     server (or a wrapped ``send``): then wait in ``receive()``.
     """
-    if uvicorn_transport(send) is None:
-        return None
-    cycle: Any = getattr(send, "__self__", None)
-    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+    cycle = uvicorn_httptools_cycle(send)
+    if cycle is None:
         return None
     event = getattr(cycle, "message_event", None)
     if type(event) is not asyncio.Event or not isinstance(getattr(cycle, "disconnected", None), bool):

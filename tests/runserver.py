@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from .servers import ROOT, free_port, wait_for
-from .sse import open_attached_stream
+from .sse import open_attached_stream, stop_and_read_to_end
 
 
 @dataclass
@@ -77,9 +76,7 @@ async def ctrl_c_ends_streams_cleanly(server: Runserver, topic: str, streams: in
     """Open streams, press Ctrl-C: each gets its closing comment and a clean end; the server exits."""
     raw = [await open_attached_stream(f"{server.url}/events/stream/?topic={topic}", timeout=10) for _ in range(streams)]
     try:
-        server.ctrl_c()
-        bodies = await asyncio.gather(*(s.read_to_end(timeout=3) for s in raw))
-        await asyncio.to_thread(server.process.wait, 5)
+        bodies, _ = await stop_and_read_to_end(server.ctrl_c, server.process, raw, 5)
     finally:
         for s in raw:
             await s.close()

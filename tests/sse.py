@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,3 +201,17 @@ async def open_attached_stream(url: str, timeout: float = 5.0) -> RawStream:
         await stream.close()
         raise
     return stream
+
+
+async def stop_and_read_to_end(
+    stop: Callable[[], None], process: subprocess.Popen[bytes], streams: Sequence[RawStream], timeout: float
+) -> tuple[list[bytes], float]:
+    """``stop()`` the server, read every stream to its end, wait for ``process`` to exit.
+
+    Returns the bodies and the seconds all that took; each step fails after ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    stop()
+    bodies = await asyncio.gather(*(stream.read_to_end(timeout=timeout) for stream in streams))
+    await asyncio.to_thread(process.wait, timeout)
+    return list(bodies), time.monotonic() - started

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
+from functools import partial
 
 import pytest
 import websockets
@@ -20,7 +20,7 @@ from events import apublish
 
 from .conftest import SERVER_ENV
 from .servers import free_port, start_uvicorn, wait_for
-from .sse import open_raw_stream, open_stream
+from .sse import open_raw_stream, open_stream, stop_and_read_to_end
 from .test_servers import BIN, health
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,11 +57,8 @@ async def test_websockets_and_streams_in_one_process(name: str, redis_url: str, 
             try:
                 await open_one.read_until(b"stream open")
                 await asyncio.to_thread(wait_for, lambda: health(srv.url)["streams"] == 1, 10, "the stream")
-                started = time.monotonic()
-                srv.process.send_signal(signal.SIGTERM)
-                body = await open_one.read_to_end(timeout=3)
-                await asyncio.to_thread(srv.process.wait, 3)
-                elapsed = time.monotonic() - started
+                terminate = partial(srv.process.send_signal, signal.SIGTERM)
+                (body,), elapsed = await stop_and_read_to_end(terminate, srv.process, [open_one], 3)
             finally:
                 await open_one.close()
         log = srv.log()

@@ -1,13 +1,12 @@
 """Gunicorn with Uvicorn workers: SIGTERM to the master ends open streams cleanly and promptly."""
 
-import asyncio
 import signal
 import sys
-import time
+from functools import partial
 
 from .conftest import SERVER_ENV
 from .servers import free_port, start_uvicorn
-from .sse import open_attached_stream
+from .sse import open_attached_stream, stop_and_read_to_end
 
 WORKERS = 2
 STREAMS = 40
@@ -29,11 +28,8 @@ async def test_sigterm_to_the_gunicorn_master_ends_open_streams_promptly(
     with start_uvicorn(env, port=port, command=gunicorn_command(port)) as srv:
         streams = [await open_attached_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
         try:
-            started = time.monotonic()
-            srv.process.send_signal(signal.SIGTERM)
-            bodies = await asyncio.gather(*(s.read_to_end(timeout=5) for s in streams))
-            await asyncio.to_thread(srv.process.wait, 5)
-            elapsed = time.monotonic() - started
+            terminate = partial(srv.process.send_signal, signal.SIGTERM)
+            bodies, elapsed = await stop_and_read_to_end(terminate, srv.process, streams, 5)
         finally:
             for s in streams:
                 await s.close()

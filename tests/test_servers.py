@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from collections.abc import Callable
+from functools import partial
 
 import httpx
 import pytest
@@ -22,7 +22,7 @@ from events import apublish
 
 from .conftest import SERVER_ENV
 from .servers import free_port, start_uvicorn, wait_for
-from .sse import open_raw_stream, open_stream
+from .sse import open_raw_stream, open_stream, stop_and_read_to_end
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,11 +89,9 @@ async def test_streams_poll_and_prompt_clean_shutdown(
             )
             # A heartbeat comment on an open stream.
             await streams[0].read_until(b": heartbeat", timeout=5)
-            started = time.monotonic()
-            srv.process.send_signal(stop)
-            bodies = await asyncio.gather(*(s.read_to_end(timeout=3) for s in streams))
-            await asyncio.to_thread(srv.process.wait, 3)
-            elapsed = time.monotonic() - started
+            bodies, elapsed = await stop_and_read_to_end(
+                partial(srv.process.send_signal, stop), srv.process, streams, 3
+            )
         finally:
             for s in streams:
                 await s.close()

@@ -4,6 +4,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import httpx
 from events import publish
 
 from .servers import UvicornServer, wait_for
-from .sse import open_raw_stream, open_stream
+from .sse import open_raw_stream, open_stream, stop_and_read_to_end
 
 STREAMS = 200
 
@@ -28,11 +29,9 @@ async def test_sigterm_ends_200_open_streams_cleanly_and_exits_within_3_seconds(
     try:
         await asyncio.gather(*(s.read_until(b"stream open") for s in streams))
         await asyncio.to_thread(wait_for, lambda: health(srv)["streams"] == STREAMS, 10, f"{STREAMS} streams")
-        started = time.monotonic()
-        srv.process.send_signal(signal.SIGTERM)
-        bodies = await asyncio.gather(*(s.read_to_end(timeout=3) for s in streams))
-        await asyncio.to_thread(srv.process.wait, 3)
-        assert time.monotonic() - started < 3
+        terminate = partial(srv.process.send_signal, signal.SIGTERM)
+        bodies, elapsed = await stop_and_read_to_end(terminate, srv.process, streams, 3)
+        assert elapsed < 3
         for body in bodies:
             # A closing comment with a retry hint, then the chunked body's normal end.
             assert b": closing: shutdown; reconnect\n\n" in body

@@ -32,7 +32,7 @@ from typing import Any
 from django.http import StreamingHttpResponse
 
 from .. import metrics
-from ..backends.active import get_backend, get_hub
+from ..backends.active import Backend, get_backend, get_hub
 from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..core import sse
@@ -173,14 +173,14 @@ def open_frame(position: str | None, token_expires: float | None = None) -> byte
     return sse.encode_event(f'{{"topic": null, "data": {data}}}', id=position or "", event=OPEN_EVENT)
 
 
-async def replay_chunks(client: Subscriber, resume_from: str | None) -> AsyncGenerator[bytes, None]:
+async def replay_chunks(backend: Backend, client: Subscriber, resume_from: str | None) -> AsyncGenerator[bytes, None]:
     """The history after ``resume_from``, one chunk per batch (each batch one Redis call).
 
     The backend sets the client's position as it goes, so live events queued
     meanwhile that the replay covered are dropped by id. Redis errors propagate.
     """
     loop = asyncio.get_running_loop()
-    async with aclosing(get_backend().replay(client, resume_from)) as batches:
+    async with aclosing(backend.replay(client, resume_from)) as batches:
         async for batch in batches:
             if batch.reset is not None:
                 chunk = client.given_reset(batch.reset).frame
@@ -250,7 +250,7 @@ async def event_stream(
 
         try:
             # The history after the client's position, in bounded batches.
-            async with aclosing(replay_chunks(client, resume_from)) as replay:
+            async with aclosing(replay_chunks(backend, client, resume_from)) as replay:
                 async for chunk in replay:
                     yield chunk
         except REDIS_ERRORS as exc:

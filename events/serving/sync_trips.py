@@ -61,7 +61,7 @@ class SyncTrips:
 
     async def request_started(self, sender: type, scope: Mapping[str, Any]) -> None:
         """Send Django's ``request_started`` in the sync thread, unless it would do nothing there (module doc)."""
-        if _trip_threads and not (_trip_threads & _connected_threads):
+        if _trip_threads and _trip_threads.isdisjoint(_connected_threads):
             receivers = sync_receivers(signals.request_started, sender)
             if receivers is not None and all(r in _DATABASE_RECEIVERS for r in receivers):
                 return
