@@ -44,8 +44,9 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
    ``request.user``/``request.auser``, used by the events' own lean
    middleware (``middleware.py``).
 9. **``StreamingHttpResponse.streaming_content`` is a property** (getter
-   and setter in the class dict): ``EventStreamResponse`` extends it
-   (``streaming.py``) so a middleware that replaces the content is noticed.
+   and setter in the class dict): ``DirectResponse`` extends it
+   (``direct.py``; the stream and the waiting long-poll) so a middleware
+   that replaces the content is noticed.
 10. **uvicorn installs its signal handlers before lifespan start-up**:
     ``asgi.py`` chains its shutdown hook in front of the handler found at
     start-up (streams learn of SIGTERM before uvicorn waits for them to end).
@@ -250,7 +251,7 @@ class DisconnectHook:
     __slots__ = ("_event", "_flag", "cycle", "task")
 
     def __init__(self, cycle: Any, task: asyncio.Task[Any], flag: bool) -> None:
-        self.cycle = cycle
+        self.cycle: Any | None = cycle
         self.task: asyncio.Task[Any] | None = task
         self._flag = flag
         self._event: asyncio.Event | None = None
@@ -260,7 +261,7 @@ class DisconnectHook:
         if self._event is not None:
             self._event.set()
         task = self.task
-        if task is not None and self.cycle.disconnected:
+        if task is not None and self.cycle is not None and self.cycle.disconnected:
             self.task = None
             task.cancel()
 
@@ -280,8 +281,14 @@ class DisconnectHook:
         return await self._event.wait()
 
     def stop(self) -> None:
-        """The request is done: a later disconnect cancels nothing."""
+        """The request is done: a later disconnect cancels nothing.
+
+        Also lets go of the cycle, which holds this hook: without that
+        reference cycle both are freed with the connection's next request,
+        not by the garbage collector.
+        """
         self.task = None
+        self.cycle = None
 
 
 def uvicorn_disconnect_hook(send: object, task: asyncio.Task[Any]) -> DisconnectHook | None:

@@ -9,15 +9,22 @@ middleware does the same set-up with no trip at all: ``request.session`` (a
 lazy session store), ``request.user`` and ``request.auser()`` (both lazy, as
 in Django). It never saves the session.
 
+Unlike Django's ``AuthenticationMiddleware``, it makes no reference cycle
+between the request and its lazy user: the request is freed as soon as the
+handler lets go of it, not at the next garbage collection. (With thousands
+of long-polls re-armed at once, that collection's work was a fifth of a
+poll's CPU.)
+
 Use it through ``EVENTS["MIDDLEWARE"]`` (see ``handlers.py``), not in
 ``settings.MIDDLEWARE``.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
-from functools import partial
 from importlib import import_module
+from typing import Generic, TypeVar
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
@@ -25,6 +32,24 @@ from django.contrib.auth.middleware import auser, get_user
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.functional import SimpleLazyObject
+
+T = TypeVar("T")
+
+
+class OfRequest(Generic[T]):
+    """``function(request)`` as a callable that holds the request weakly (no cycle through its attributes)."""
+
+    __slots__ = ("function", "request")
+
+    def __init__(self, function: Callable[[HttpRequest], T], request: HttpRequest) -> None:
+        self.function = function
+        self.request = weakref.ref(request)
+
+    def __call__(self) -> T:
+        request = self.request()
+        if request is None:
+            raise RuntimeError("the request this user belonged to is gone")
+        return self.function(request)
 
 
 class SessionUserMiddleware:
@@ -38,6 +63,6 @@ class SessionUserMiddleware:
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request.session = self.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-        request.user = SimpleLazyObject(lambda: get_user(request))  # type: ignore[assignment]
-        request.auser = partial(auser, request)
+        request.user = SimpleLazyObject(OfRequest(get_user, request))  # type: ignore[assignment]
+        request.auser = OfRequest(auser, request)
         return await self.get_response(request)

@@ -1,5 +1,6 @@
 """Middleware and a URLconf for tests/test_handlers.py (the event endpoints' own chain)."""
 
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,25 @@ class Hooks:
 
     async def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponseBase | None:
         return JsonResponse({"caught": str(exc)}, status=298)
+
+
+# Weak references to the requests Remember saw, newest last.
+SEEN: list[weakref.ref[HttpRequest]] = []
+
+
+class Remember:
+    """Notes a weak reference to each request (to tell when it is freed)."""
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        SEEN.append(weakref.ref(request))
+        return await self.get_response(request)
 
 
 @thread_lean

@@ -1,6 +1,7 @@
 """The event endpoints' handler: EVENTS["MIDDLEWARE"] hooks and per-request urlconfs, as Django documents them."""
 
 import asyncio
+import gc
 from collections.abc import Iterator
 
 import httpx
@@ -10,6 +11,9 @@ from django.test import override_settings
 
 from events import publish
 from events.asgi import LifespanApp, events_asgi_app
+from events.backends.active import get_hub
+
+from . import lean_chain
 
 # The handler sends request_started/request_finished, whose receiver closes
 # stale database connections (a connection left by an earlier test counts).
@@ -47,4 +51,29 @@ async def test_without_the_hooks_the_view_answers(app: LifespanApp, topic: str) 
     newest = await asyncio.to_thread(publish, topic)
     response = await get(app, f"/events/poll/?topic={topic}&since=0-0")
     assert response.status_code == 200
+    assert response.json()["last_id"] == newest
+
+
+async def test_while_a_poll_waits_nothing_keeps_its_request(topic: str) -> None:
+    """The view has returned and the request, its META, session and lazy user are freed at once.
+
+    Without the garbage collector: no reference cycle holds them (thousands
+    of waiting polls would otherwise make every collection long).
+    """
+    events = {**settings.EVENTS, "MIDDLEWARE": ["events.middleware.SessionUserMiddleware", "tests.lean_chain.Remember"]}
+    with override_settings(EVENTS=events):
+        app = events_asgi_app()
+    since = await asyncio.to_thread(publish, topic)
+    gc.collect()
+    gc.disable()
+    try:
+        waiting = asyncio.ensure_future(get(app, f"/events/poll/?topic={topic}&since={since}"))
+        while not get_hub().polls:
+            assert not waiting.done(), waiting.result().text
+            await asyncio.sleep(0.01)
+        assert lean_chain.SEEN[-1]() is None, "the waiting poll's request is still alive"
+        newest = await asyncio.to_thread(publish, topic)
+        response = await asyncio.wait_for(waiting, 10)
+    finally:
+        gc.enable()
     assert response.json()["last_id"] == newest

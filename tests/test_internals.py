@@ -347,6 +347,11 @@ async def test_the_disconnect_hook_still_behaves_as_an_event() -> None:
         assert hook.is_set() and not task.cancelled()
         hook.clear()
         assert not hook.is_set()
+        hook.stop()
+        # The cycle holds the hook: no reference back, so no cycle for the collector.
+        assert hook.cycle is None and hook.task is None
+        hook.set()  # a late disconnect, after the request: nothing to cancel
+        assert not task.cancelled()
     finally:
         task.cancel()
 
@@ -438,7 +443,7 @@ def test_django_streaming_content_is_still_a_property_with_a_setter() -> None:
 
     descriptor = vars(StreamingHttpResponse).get("streaming_content")
     assert isinstance(descriptor, property) and descriptor.fset is not None, (
-        "item 9: StreamingHttpResponse.streaming_content is no longer a property with a setter: update streaming.py"
+        "item 9: StreamingHttpResponse.streaming_content is no longer a property with a setter: update direct.py"
     )
 
 

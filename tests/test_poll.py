@@ -1,15 +1,20 @@
 """The long-poll endpoint over a real uvicorn server."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
+import pytest
 import redis
+from django.conf import settings
+from django.test import override_settings
 
 from events import publish
+from events.backends.connection import channel_name, close_sync_clients
 
-from .servers import UvicornServer
-from .waits import subscribed
+from .servers import RedisServer, UvicornServer
+from .sse import open_stream
+from .waits import opened, subscribed
 
 
 def poll_url(server: UvicornServer, *topics: str, **params: str) -> str:
@@ -89,8 +94,6 @@ async def test_poll_with_an_expired_or_unknown_since_answers_at_once_with_reset(
 async def test_poll_releases_its_subscription_when_answered(
     server: UvicornServer, topic: str, redis_client: redis.Redis
 ) -> None:
-    from events.backends.connection import channel_name
-
     from .servers import wait_for
 
     since = await asyncio.to_thread(publish, topic)
@@ -102,3 +105,105 @@ async def test_poll_releases_its_subscription_when_answered(
     await asyncio.to_thread(
         wait_for, lambda: redis_client.pubsub_numsub(channel)[0][1] == 0, 5, "PUBSUB NUMSUB to drop to 0"
     )
+
+
+async def polls_waiting(server: UvicornServer, count: int) -> None:
+    """Wait until the server (one worker) has ``count`` long-polls attached to its hub."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    async with httpx.AsyncClient(timeout=10) as client:
+        while (await client.get(f"{server.url}/events/health/")).json()["polls"] != count:
+            assert loop.time() < deadline, f"never {count} polls waiting"
+            await asyncio.sleep(0.01)
+
+
+async def test_a_waiting_poll_is_answered_in_one_piece_with_its_length(server: UvicornServer, topic: str) -> None:
+    since = await asyncio.to_thread(publish, topic)
+    request = asyncio.create_task(get(poll_url(server, topic, since=since)))
+    await polls_waiting(server, 1)
+    event_id = await asyncio.to_thread(publish, topic, data={"n": "é"})
+    response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert "transfer-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json() == {
+        "events": [{"id": event_id, "topic": topic, "event": "invalidate", "data": {"n": "é"}}],
+        "last_id": event_id,
+    }
+
+
+# What the hub knows spares reads ------------------------------------------------
+
+HISTORY_READS = ("evalsha", "eval")
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
+
+
+def spent(before: dict[str, int], after: dict[str, int], *names: str) -> int:
+    return sum(after.get(name, 0) - before.get(name, 0) for name in names)
+
+
+@pytest.fixture
+def private(
+    own_redis: Callable[[], RedisServer], start_server: Callable[..., UvicornServer]
+) -> Iterator[UvicornServer]:
+    """A uvicorn on a redis-server of our own (its command counts are ours alone); publish() goes there too."""
+    redis_server = own_redis()
+    srv = start_server({"REDIS_URL": redis_server.url})
+    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
+        yield srv
+    close_sync_clients()
+
+
+async def test_a_poll_re_armed_after_its_answer_reads_no_history_and_subscribes_nothing(
+    private: UvicornServer, topic: str
+) -> None:
+    """The hub got the answered event on a subscription it still holds: nothing after it can be missed."""
+    with redis.Redis.from_url(private.env["REDIS_URL"]) as client:
+        since = await asyncio.to_thread(publish, topic)
+        first = asyncio.create_task(get(poll_url(private, topic, since=since)))
+        await polls_waiting(private, 1)
+        answered = await asyncio.to_thread(publish, topic)
+        assert (await asyncio.wait_for(first, 5)).json()["last_id"] == answered
+        before = command_counts(client)
+        again = asyncio.create_task(get(poll_url(private, topic, since=answered)))
+        await polls_waiting(private, 1)
+        after = command_counts(client)
+        assert spent(before, after, *HISTORY_READS) == 0, "the re-armed poll read the history"
+        assert spent(before, after, "subscribe") == 0, "the topic was subscribed again"
+        newest = await asyncio.to_thread(publish, topic)
+        assert [e["id"] for e in (await asyncio.wait_for(again, 5)).json()["events"]] == [newest]
+
+
+async def test_ids_redis_did_not_make_still_get_a_reset_on_a_topic_the_hub_knows(
+    server: UvicornServer, topic: str
+) -> None:
+    async with open_stream(f"{server.url}/events/stream/?topic={topic}") as stream:
+        await opened(stream)
+        known = await asyncio.to_thread(publish, topic)
+        assert (await stream.next_event()).id == known
+        ms, seq = known.split("-")
+        for unknown in (f"{ms}-{int(seq) + 1000}", "99999999999999-0"):
+            [event] = (await get(poll_url(server, topic, since=unknown))).json()["events"]
+            assert (event["event"], event["data"]["reason"]) == ("reset", "unknown-id"), unknown
+
+
+async def test_what_was_published_while_a_topic_was_unsubscribed_is_replayed(
+    server: UvicornServer, topic: str, redis_client: redis.Redis
+) -> None:
+    from .servers import wait_for
+
+    since = await asyncio.to_thread(publish, topic)
+    first = asyncio.create_task(get(poll_url(server, topic, since=since)))
+    await polls_waiting(server, 1)
+    seen = await asyncio.to_thread(publish, topic)
+    assert (await asyncio.wait_for(first, 5)).json()["last_id"] == seen
+    channel = channel_name(topic, server.env["EVENTS_PREFIX"])
+    await asyncio.to_thread(wait_for, lambda: redis_client.pubsub_numsub(channel)[0][1] == 0, 5, "unsubscribed")
+    missed = await asyncio.to_thread(publish, topic)
+    response = await get(poll_url(server, topic, since=seen))
+    assert [e["id"] for e in response.json()["events"]] == [missed]

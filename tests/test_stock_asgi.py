@@ -11,6 +11,7 @@ from events import publish
 from .conftest import SERVER_ENV
 from .servers import UvicornServer, free_port, start_uvicorn
 from .sse import open_stream
+from .waits import subscribed
 
 
 def uvicorn_command(app: str, port: int) -> list[str]:
@@ -38,6 +39,13 @@ async def test_stock_asgi_app_logs_one_warning_naming_events_asgi_app(
             response = await client.get(f"{srv.url}/events/poll/?topic={topic}&since=0-0")
             assert response.status_code == 200
             assert response.json()["last_id"] == newest
+            # A poll that waits: its answer, known only later, is streamed by Django.
+            waiting = asyncio.ensure_future(client.get(f"{srv.url}/events/poll/?topic={topic}&since={newest}"))
+            await subscribed(srv, topic)
+            later = await asyncio.to_thread(publish, topic)
+            response = await asyncio.wait_for(waiting, 10)
+            assert response.status_code == 200
+            assert [event["id"] for event in response.json()["events"]] == [later]
         log = srv.log()
     warnings = [line for line in log.splitlines() if "events_asgi_app" in line]
     assert len(warnings) == 1, log

@@ -47,8 +47,14 @@ class Backend(Protocol):
 
     def new_subscriber(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> Subscriber: ...
 
-    def replay(self, client: Subscriber, since: str | None) -> AsyncGenerator[Batch, None]:
-        """What ``client`` missed after ``since``, in bounded batches; sets its position as it goes."""
+    def replay(
+        self, client: Subscriber, since: str | None, live: HubConnection | None = None
+    ) -> AsyncGenerator[Batch, None]:
+        """What ``client`` missed after ``since``, in bounded batches; sets its position as it goes.
+
+        ``live``, the hub's connection the client is attached through, may
+        know that nothing is missed without reading (``reader.has_all_after``).
+        """
         ...
 
     def poll_last_id(self, client: Subscriber, since: str, batch: Batch | None) -> str: ...

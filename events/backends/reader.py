@@ -29,6 +29,17 @@ Every guarantee is written here, once:
   just before the PING.
 - Messages with ids Redis did not make (someone with PUBLISH rights sent
   them) are skipped: see ``watermark.py``.
+- A topic nobody wants is unsubscribed :data:`UNSUBSCRIBE_DELAY` seconds
+  later, if still unwanted: a long-poll answered is re-armed at once, and
+  would otherwise wait for a SUBSCRIBE round trip (with every other poll of
+  the topic) each time.
+- What a resuming client can be spared (:meth:`Reader.has_all_after`): from
+  a topic's SUBSCRIBE confirmation on, until it is unsubscribed or the
+  connection is lost, every event of the topic reaches the hub through this
+  connection. A client that has seen the newest event handed over since
+  then has missed nothing that is not on its way: its history read is
+  skipped (most long-polls re-armed after an answer, most reconnecting
+  streams of a busy topic).
 - Any failure, foreseen or not, is logged and followed by a reconnect with
   exponential backoff and jitter; ``connected`` says whether the reader is
   live (health and metrics report it).
@@ -75,6 +86,8 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 1.0
 # Seconds between two "cannot connect" warnings while Redis stays away.
 WARN_EVERY = 30.0
+# Seconds a topic stays subscribed once nobody wants it (see the module doc).
+UNSUBSCRIBE_DELAY = 1.0
 
 # Where a topic's ids come from: None for the one history of a single node
 # (never dropped), a slot group's number on a cluster.
@@ -181,6 +194,9 @@ class Reader:
         self._unsubscribing: Counter[str] = Counter()
         # Streams caught up on this connection (their live messages are exact).
         self._live: set[StreamKey] = set()
+        # Topics whose every event since their SUBSCRIBE confirmation reaches
+        # the hub here: the newest one's id handed over (None: none yet).
+        self._newest_live: dict[str, EventKey | None] = {}
         # Newest ids read before each PING in flight, oldest first: a PONG covers them.
         self._pings: deque[dict[StreamKey, EventKey]] = deque()
         self._confirmations = Confirmations()
@@ -235,6 +251,27 @@ class Reader:
                 await self.dialect.subscribe(pubsub, missing)
             return self._pending_confirmations(topics)
 
+    def has_all_after(self, topics: Collection[str], key: EventKey) -> bool:
+        """Whether a client attached now that has seen ``key`` will get every later event of ``topics`` live.
+
+        True when each topic's newest event since its SUBSCRIBE confirmation
+        is known and not after ``key``, and ``key`` is one of them (an id
+        Redis made: any other, unknown or ahead of Redis, is for the history
+        to judge, with a reset). The events after it are on their way on
+        this connection, in order. Otherwise (no event seen since the
+        confirmation, unsubscribed, connection lost) only the history can tell.
+        """
+        if not self._connected.is_set():
+            return False
+        newest_live = self._newest_live
+        seen = False
+        for topic in topics:
+            newest = newest_live.get(topic)
+            if newest is None or newest > key:
+                return False
+            seen = seen or newest == key
+        return seen
+
     async def subscribe_wanted(self) -> bool:
         """Subscribe every wanted topic not subscribed yet; False when not connected (connecting does it)."""
         if not self._connected.is_set():
@@ -284,6 +321,7 @@ class Reader:
         """Forget ``topics`` as subscribed; return the streams left without any."""
         emptied: set[StreamKey] = set()
         for topic in topics:
+            self._newest_live.pop(topic, None)
             if topic in self._subscribed:
                 self._subscribed.discard(topic)
                 stream = self.dialect.stream_of(topic)
@@ -295,6 +333,8 @@ class Reader:
 
     async def _flush_unsubscribes(self) -> None:
         while self._to_unsubscribe:
+            # Wanted again meanwhile (a long-poll re-armed), a topic stays.
+            await asyncio.sleep(UNSUBSCRIBE_DELAY)
             async with self._lock:
                 wanted = self.wanted_topics()
                 topics = [topic for topic in self._to_unsubscribe if topic not in wanted and topic in self._subscribed]
@@ -453,6 +493,9 @@ class Reader:
             elif kind == dialect.SUBSCRIBED:
                 topic = dialect.topic_of(raw["channel"])
                 self._confirmations.confirm(topic)
+                if topic in self._subscribed and not self._unsubscribing[topic] and topic not in self._newest_live:
+                    # Every event of the topic from here on comes through this connection.
+                    self._newest_live[topic] = None
                 stream = dialect.stream_of(topic)
                 if not handshake and stream not in self._live and topic in self._subscribed:
                     await self._join(pubsub, stream)
@@ -516,6 +559,11 @@ class Reader:
         if watermark.is_duplicate(message.key):
             return
         watermark.handed(message.key)
+        topic = message.topic
+        if topic in self._newest_live:
+            newest = self._newest_live[topic]
+            if newest is None or message.key > newest:
+                self._newest_live[topic] = message.key
         self.hub.fan_out(message)
 
     async def _measure(self, streams: Collection[StreamKey]) -> dict[StreamKey, EventKey]:
@@ -571,6 +619,7 @@ class Reader:
             self._lose_live(list(self._live))
             self._confirmations.fail(f"{self.name} connection lost")
             self._subscribed.clear()
+            self._newest_live.clear()
             self._per_stream.clear()
             self._unsubscribing.clear()
             self._pings.clear()

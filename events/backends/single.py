@@ -28,7 +28,7 @@ from .connection import (
     new_hub_command_client,
     new_pubsub_client,
 )
-from .reader import HubSide, Reader, StreamKey
+from .reader import HubConnection, HubSide, Reader, StreamKey
 from .scripts import LuaScript
 from .shared_reads import shared_reads
 
@@ -139,15 +139,22 @@ class SingleNodeBackend:
     def new_subscriber(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> Subscriber:
         return Subscriber(topics, queue_size, is_stream=is_stream)
 
-    async def replay(self, client: Subscriber, since: str | None) -> AsyncGenerator[history.Batch, None]:
+    async def replay(
+        self, client: Subscriber, since: str | None, live: HubConnection | None = None
+    ) -> AsyncGenerator[history.Batch, None]:
         """What ``client`` missed after ``since``, batch by batch (None: nothing, no Redis work).
 
         Sets the client's position as it goes, so live events the replay
-        covers are dropped; stops once the client is closed.
+        covers are dropped; stops once the client is closed. Nothing to read
+        either when ``live``, the connection the client is attached through,
+        has every event after ``since`` on its way (a long-poll re-armed
+        after its answer, say).
         """
         if since is None or client.close_reason is not None:
             return
         client.last_key = parse_id(since)
+        if isinstance(live, Reader) and live.has_all_after(client.topics, client.last_key):
+            return
         async with aclosing(
             history.read_after(get_async_client(), since, client.topics, read=_shared_batch)
         ) as batches:

@@ -121,6 +121,12 @@ class Message:
         """The frame as one HTTP/1.1 chunk (framing included), encoded once for every client of the topic."""
         return http_chunk(self.frame)
 
+    @cached_property
+    def poll_json(self) -> str:
+        """The long-poll form, :meth:`as_dict` as JSON text, encoded once (the payload embedded as published)."""
+        head = f'{{"id": {json.dumps(self.id)}, "topic": {json.dumps(self.topic)}, "event": {json.dumps(self.event)}'
+        return f'{head}, "data": {self.data_json}}}'
+
     def as_dict(self) -> dict[str, Any]:
         """The long-poll form: ``{"id", "topic", "event", "data"}``."""
         return {"id": self.id, "topic": self.topic, "event": self.event, "data": json.loads(self.data_json)}

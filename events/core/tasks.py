@@ -50,8 +50,10 @@ async def wait_shared(futures: list[asyncio.Future[None]], timeout: float) -> No
     other clients wait on. ``asyncio.wait`` does neither: it propagates our
     cancellation and leaves the futures alone.
     """
-    _, pending = await asyncio.wait(futures, timeout=timeout)
-    if pending:
-        raise TimeoutError
+    if not all(future.done() for future in futures):
+        # (Usually they are: a topic already subscribed, a read already made.)
+        _, pending = await asyncio.wait(futures, timeout=timeout)
+        if pending:
+            raise TimeoutError
     for future in futures:
         future.result()  # raises what a future failed with (HubUnavailable: the connection was lost)

@@ -29,8 +29,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from django.http import StreamingHttpResponse
-
 from .. import metrics
 from ..backends.active import Backend, get_backend, get_hub
 from ..backends.errors import REDIS_ERRORS
@@ -41,6 +39,7 @@ from ..core.subscriber import HEARTBEAT, Subscriber
 from ..exceptions import HubUnavailable
 from ..internals import uvicorn_raw_writer
 from ..serving.asgi_types import Send
+from .direct import DirectResponse
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +47,7 @@ logger = logging.getLogger(__name__)
 OPEN_EVENT = "open"
 
 
-# Django's property, which the subclass below extends with a setter hook.
-_STREAMING_CONTENT: Any = vars(StreamingHttpResponse)["streaming_content"]
-
-
-class EventStreamResponse(StreamingHttpResponse):
+class EventStreamResponse(DirectResponse):
     """A ``text/event-stream`` response: the live stream of ``topics`` after ``last_event_id``.
 
     Django's ``StreamingHttpResponse`` wraps an async iterator in two more
@@ -66,9 +61,9 @@ class EventStreamResponse(StreamingHttpResponse):
     live frames straight to the client (see ``subscriber.py``).
 
     A middleware that replaces ``streaming_content`` (to wrap, count or
-    rewrite the body) is honoured: the body is then read through its
-    replacement (Django's sending, not the direct one), and our generator is
-    still closed when the response is.
+    rewrite the body) is honoured (``direct.py``): the body is then read
+    through its replacement (Django's sending, not the direct one), and our
+    generator is still closed when the response is.
 
     Compression is refused: ``Content-Encoding: identity`` makes Django's
     ``GZipMiddleware`` (and nginx's ``gzip``) leave the response alone, the
@@ -83,9 +78,6 @@ class EventStreamResponse(StreamingHttpResponse):
         stream = event_stream(self.subscriber, last_event_id, access or Access(), announce=announce)
         super().__init__(stream, content_type="text/event-stream")
         self._stream = stream
-        # Set by the setter below when a middleware replaces the body (the
-        # setter also runs in __init__, hence the reset here).
-        self.content_replaced = False
         self["Cache-Control"] = "no-cache"
         # Tell nginx not to buffer this response (the deploy config also says so).
         self["X-Accel-Buffering"] = "no"
@@ -103,25 +95,9 @@ class EventStreamResponse(StreamingHttpResponse):
             # ours holds the hub slot and the subscriptions, so close it now.
             await self._stream.aclose()
 
-    @property
-    def streaming_content(self) -> Any:
-        return _STREAMING_CONTENT.fget(self)
-
-    @streaming_content.setter
-    def streaming_content(self, value: Any) -> None:
-        self.content_replaced = True
-        _STREAMING_CONTENT.fset(self, value)
-
-    @property
-    def can_send_directly(self) -> bool:
-        return not self.content_replaced
-
     def direct(self) -> DirectStream:
         """What sending the stream directly needs, so the response itself need not stay in memory."""
-        headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in self.items()]
-        headers += [(b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in self.cookies.values()]
-        start = {"type": "http.response.start", "status": self.status_code, "headers": headers}
-        return DirectStream(start, self._stream, self.subscriber)
+        return DirectStream(self.start_message(), self._stream, self.subscriber)
 
 
 class DirectStream:
@@ -180,7 +156,7 @@ async def replay_chunks(backend: Backend, client: Subscriber, resume_from: str |
     meanwhile that the replay covered are dropped by id. Redis errors propagate.
     """
     loop = asyncio.get_running_loop()
-    async with aclosing(backend.replay(client, resume_from)) as batches:
+    async with aclosing(backend.replay(client, resume_from, get_hub().pubsub)) as batches:
         async for batch in batches:
             if batch.reset is not None:
                 chunk = client.given_reset(batch.reset).frame

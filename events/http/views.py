@@ -30,7 +30,7 @@ from ..serving.handlers import thread_lean, warn_unless_events_handler
 from ..tokens import InvalidToken, read_token
 from . import params
 from .errors import error
-from .polling import long_poll
+from .polling import LongPollResponse, open_poll
 from .streaming import EventStreamResponse
 
 logger = logging.getLogger(__name__)
@@ -142,15 +142,19 @@ async def stream(
 @subscription(params.parse_since)
 async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, access: Access) -> HttpResponseBase:
     try:
-        answer = await long_poll(topics, since, access)
+        poll = await open_poll(topics, since, access)
     except HubUnavailable as exc:
         return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
     except REDIS_ERRORS as exc:
         logger.warning("events: long-poll failed: %s", describe_error(exc))
         return unavailable(f"Redis is unreachable or busy ({type(exc).__name__}). Retry later.")
-    response = JsonResponse(answer)
-    response["Cache-Control"] = "no-store"
-    return response
+    if isinstance(poll, bytes):
+        # Events were there already: the answer is known now.
+        response = HttpResponse(poll, content_type="application/json")
+        response["Cache-Control"] = "no-store"
+        return response
+    # Nothing yet: the view returns, and the answer is sent when it comes.
+    return LongPollResponse(poll)
 
 
 @get_only

@@ -63,6 +63,7 @@ from django.utils.module_loading import import_string
 
 from ..conf import conf
 from ..http.errors import as_json
+from ..http.polling import LongPollResponse
 from ..http.streaming import EventStreamResponse
 from ..internals import DisconnectHook, uvicorn_disconnect_hook
 from . import transport
@@ -167,7 +168,19 @@ class EventsASGIHandler(ASGIHandler):
                 abort = transport.aborter(send) if isinstance(response, EventStreamResponse) else None
                 if isinstance(response, EventStreamResponse) and abort is not None:
                     response.subscriber.abort = abort
-                if isinstance(response, EventStreamResponse) and abort is not None and response.can_send_directly:
+                if isinstance(response, LongPollResponse) and response.can_send_directly:
+                    # The answer comes with the next events: wait in this frame
+                    # alone, the request, middleware and response let go of
+                    # (polling.py), then send it in one piece.
+                    poll, start, response = response.poll, response.start_message(), None
+                    try:
+                        body = await poll.answer()
+                    finally:
+                        poll.close()
+                    start["headers"].append((b"Content-Length", str(len(body)).encode()))
+                    await send(start)
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                elif isinstance(response, EventStreamResponse) and abort is not None and response.can_send_directly:
                     # Nor is the response: closing it would only send
                     # request_finished (below), its one closer (request.close) ran.
                     stream, response = response.direct(), None

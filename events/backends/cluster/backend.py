@@ -19,7 +19,7 @@ from ...core.messages import Message
 from ...core.subscriber import Subscriber
 from ..errors import REDIS_ERRORS
 from ..history import Batch
-from ..reader import HubSide
+from ..reader import HubConnection, HubSide
 from . import history, publishing
 from .connection import run_command
 from .layout import GROUPS
@@ -56,7 +56,9 @@ class ClusterBackend:
     def new_subscriber(self, topics: frozenset[str], queue_size: int, *, is_stream: bool) -> Subscriber:
         return ClusterSubscriber(topics, queue_size, is_stream=is_stream)
 
-    async def replay(self, client: Subscriber, since: str | None) -> AsyncGenerator[Batch, None]:
+    async def replay(
+        self, client: Subscriber, since: str | None, live: HubConnection | None = None
+    ) -> AsyncGenerator[Batch, None]:
         """What ``client`` missed after ``since``, batch by batch; sets its positions as it goes.
 
         Without ``since``: its groups' current positions, nothing to replay.
