@@ -88,6 +88,13 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
     Django's own database ones and that thread never had a database
     connection, so they would do nothing there (``sync_trips.py``); the trip
     is an eighth of a stream's set-up CPU.
+16. **Django's stock ``request_finished`` receivers**
+    (:func:`request_finished_stock_receivers`): ``close_old_connections``
+    (``django.db``), ``close_caches`` (``django.core.cache``) and
+    ``reset_urlconf`` (``django.core.handlers.base``), each connected there
+    at import. ``request_finished``'s trip is skipped when its receivers are
+    only these and none of them has anything to do (``sync_trips.py``): a
+    tenth of a long-poll's CPU.
 
 No other private (underscored) attribute of Django or uvicorn is read or
 written; item 5 reads two of the standard library's ``multiprocessing.Process``.
@@ -97,6 +104,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from functools import cache
 from types import CoroutineType
 from typing import Any
 
@@ -326,6 +334,16 @@ def sync_receivers(signal: Signal, sender: object) -> list[Callable[..., Any]] |
     """The sync receivers ``signal.send(sender)`` would call, or None if there are async ones too (item 15)."""
     sync, asynchronous = signal._live_receivers(sender)
     return None if asynchronous else list(sync)
+
+
+@cache
+def request_finished_stock_receivers() -> tuple[Callable[..., Any], ...]:
+    """The receivers Django itself connects to ``request_finished`` (item 16)."""
+    from django.core.cache import close_caches
+    from django.core.handlers.base import reset_urlconf
+    from django.db import close_old_connections
+
+    return (close_old_connections, close_caches, reset_urlconf)
 
 
 def signed_timestamp(signed: str) -> int:

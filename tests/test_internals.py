@@ -23,6 +23,7 @@ from events.internals import (
     DJANGO_HANDLER_METHODS,
     DisconnectHook,
     PendingSend,
+    request_finished_stock_receivers,
     start_coroutine,
     sync_receivers,
     uvicorn_disconnect_hook,
@@ -377,6 +378,18 @@ def test_sync_receivers_are_what_a_send_calls() -> None:
     )
     signal.connect(async_receiver)
     assert sync_receivers(signal, None) is None, "Django's Signal._live_receivers changed (internals item 15)"
+
+
+def test_django_still_connects_its_stock_request_finished_receivers() -> None:
+    from django.core import signals
+    from django.core.handlers.asgi import ASGIHandler
+
+    stock = request_finished_stock_receivers()
+    receivers = sync_receivers(signals.request_finished, ASGIHandler)
+    assert receivers is not None and set(stock) <= set(receivers), (
+        "Django no longer connects close_old_connections, close_caches and reset_urlconf to "
+        "request_finished (internals item 16): update sync_trips.py"
+    )
 
 
 # hypercorn: the shutdown event of a worker process (item 5) ---------------

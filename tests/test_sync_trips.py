@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import pytest
@@ -127,3 +130,89 @@ async def test_once_the_sync_thread_opened_a_connection_request_started_always_g
         await trips.request_started(SyncTrips, {})
         await trips.request_started(SyncTrips, {})
         assert trips.trips == 3
+
+
+# request_finished: skipped too while it would do nothing ----------------------
+
+
+def in_a_fresh_context(test: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """Run ``test`` in an empty ``contextvars`` context, with a sync thread of its own.
+
+    As a request's task has it: no cache used and no urlconf set yet (an
+    earlier test may have done both in the test run's own context).
+    """
+
+    async def run() -> None:
+        async with ThreadSensitiveContext():
+            await test()
+
+    @functools.wraps(test)
+    async def wrapper() -> None:
+        await contextvars.Context().run(asyncio.ensure_future, run())
+
+    return wrapper
+
+
+@pytest.mark.usefixtures("fresh_threads")
+@in_a_fresh_context
+async def test_request_finished_goes_until_it_would_do_nothing() -> None:
+    from django.core import signals
+
+    trips = SyncTrips()
+    await trips.request_finished(SyncTrips)
+    assert trips.trips == 1  # nothing is known of the sync thread yet
+    await trips.request_finished(SyncTrips)
+    assert trips.trips == 1  # Django's receivers only, nothing for them to do: skipped
+
+    ran: list[str] = []
+
+    def mine(**kwargs: object) -> None:
+        ran.append("mine")
+
+    signals.request_finished.connect(mine)
+    try:
+        await trips.request_finished(SyncTrips)
+    finally:
+        signals.request_finished.disconnect(mine)
+    assert (trips.trips, ran) == (2, ["mine"])  # a receiver of the site's own: sent
+
+
+@pytest.mark.usefixtures("fresh_threads")
+@in_a_fresh_context
+async def test_request_finished_goes_when_the_request_set_a_urlconf_or_used_a_cache() -> None:
+    from django.core.cache import caches
+    from django.urls import get_urlconf, set_urlconf
+
+    trips = SyncTrips()
+    await trips.request_finished(SyncTrips)
+    assert trips.trips == 1
+
+    async def a_request_that(does: str) -> None:
+        # Its own context, as a request's task has: what it sets stays there.
+        if does == "urlconf":
+            set_urlconf("tests.lean_chain")
+        else:
+            caches["default"].get("anything")
+        await trips.request_finished(SyncTrips)
+
+    await asyncio.ensure_future(a_request_that("urlconf"))
+    assert trips.trips == 2
+    await asyncio.ensure_future(a_request_that("cache"))
+    assert trips.trips == 3
+    assert get_urlconf() is None and not caches.all(initialized_only=True)  # ours untouched
+    await trips.request_finished(SyncTrips)
+    assert trips.trips == 3
+
+
+@pytest.mark.usefixtures("fresh_threads")
+@in_a_fresh_context
+async def test_once_the_sync_thread_opened_a_connection_request_finished_always_goes() -> None:
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    trips = SyncTrips()
+    await trips.request_finished(SyncTrips)
+    await sync_to_async(partial(connection_created.send, sender=type(connection), connection=connection))()
+    await trips.request_finished(SyncTrips)
+    await trips.request_finished(SyncTrips)
+    assert trips.trips == 3

@@ -45,12 +45,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core import signals
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
@@ -205,7 +204,7 @@ class EventsASGIHandler(ASGIHandler):
             if body_file is not None:
                 body_file.close()
         if response is None:
-            await trips.call(partial(signals.request_finished.send, sender=self.__class__))
+            await trips.request_finished(self.__class__)
         else:
             await trips.call(response.close)  # sends request_finished
 

@@ -15,14 +15,22 @@ leaves at once). Each call still runs exactly once, in that same thread, in
 the order asked, its caller getting its own result or exception. Nothing
 changes for the receivers: they run where Django runs them.
 
-One trip is skipped: ``request_started``'s, when its receivers are exactly
-Django's own (``reset_queries`` and ``close_old_connections``) and the sync
-thread has never had a database connection. Both receivers only act on that
-thread's open connections, so there they would do nothing; a site whose
-event endpoints touch no database (no database sessions, an authorization
-hook without queries) saves an eighth of a stream's set-up CPU. Once a
-connection is opened in that thread (Django's ``connection_created``
-signal), every request's trip is made again, for the life of the process.
+Trips that would do nothing are skipped, when the signal's receivers are
+only Django's own and the sync thread has never had a database connection:
+
+- ``request_started``'s: ``reset_queries`` and ``close_old_connections`` act
+  only on that thread's open connections;
+- ``request_finished``'s (for the stream and the waiting long-poll, whose
+  responses are sent without ``response.close()``): ``close_old_connections``
+  as above, ``close_caches``, which closes the caches the request's context
+  initialized (none, checked), and ``reset_urlconf``, which resets the
+  request's urlconf (unset, checked).
+
+A site whose event endpoints touch no database (no database sessions, an
+authorization hook without queries) saves an eighth of a stream's set-up
+CPU and a tenth of a long-poll's. Once a connection is opened in that thread
+(Django's ``connection_created`` signal), every request's trips are made
+again, for the life of the process.
 """
 
 from __future__ import annotations
@@ -36,10 +44,12 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core import signals
+from django.core.cache import caches
 from django.db import close_old_connections, connections, reset_queries
 from django.db.backends.signals import connection_created
+from django.urls import get_urlconf
 
-from ..internals import sync_receivers
+from ..internals import request_finished_stock_receivers, sync_receivers
 
 T = TypeVar("T")
 
@@ -66,6 +76,24 @@ class SyncTrips:
             if receivers is not None and all(r in _DATABASE_RECEIVERS for r in receivers):
                 return
         await self.call(partial(signals.request_started.send, sender=sender, scope=scope))
+
+    async def request_finished(self, sender: type) -> None:
+        """Send Django's ``request_finished`` in the sync thread, unless it would do nothing (module doc).
+
+        Call it in the request's own context: that is where the caches and
+        the urlconf ``request_finished`` would reset are looked at.
+        """
+        if (
+            _trip_threads
+            and _trip_threads.isdisjoint(_connected_threads)
+            and get_urlconf() is None
+            and not caches.all(initialized_only=True)
+        ):
+            receivers = sync_receivers(signals.request_finished, sender)
+            finished_receivers = request_finished_stock_receivers()
+            if receivers is not None and all(r in finished_receivers for r in receivers):
+                return
+        await self.call(partial(signals.request_finished.send, sender=sender))
 
     async def call(self, function: Callable[[], T]) -> T:
         """``function()`` in asgiref's sync thread (thread-sensitive), batched with others' calls."""
