@@ -82,3 +82,20 @@ async def test_while_a_poll_waits_nothing_keeps_its_request(topic: str) -> None:
     finally:
         gc.enable()
     assert response.json()["last_id"] == newest
+
+
+async def test_a_waiting_poll_whose_response_is_never_sent_leaves_the_hub_at_its_timeout(topic: str) -> None:
+    events = {
+        **settings.EVENTS,
+        "MIDDLEWARE": ["events.middleware.SessionUserMiddleware", "tests.lean_chain.Replace"],
+        "LONGPOLL_TIMEOUT": 1.0,
+    }
+    with override_settings(EVENTS=events):
+        app = events_asgi_app()
+        since = await asyncio.to_thread(publish, topic)
+        response = await get(app, f"/events/poll/?topic={topic}&since={since}", **{"X-Replace": "yes"})
+        assert response.json() == {"replaced": "LongPollResponse"}
+        deadline = asyncio.get_running_loop().time() + 5
+        while get_hub().polls:
+            assert asyncio.get_running_loop().time() < deadline, "the dropped poll still holds its slot"
+            await asyncio.sleep(0.05)

@@ -82,30 +82,41 @@ async def open_poll(topics: frozenset[str], since: str | None, access: Access | 
 
 
 class WaitingPoll:
-    """A long-poll attached to the hub that found nothing after ``since``: its answer comes with the next events."""
+    """A long-poll attached to the hub that found nothing after ``since``: its answer comes with the next events.
 
-    __slots__ = ("backend", "client", "last_batch", "since")
+    Its ``LONGPOLL_TIMEOUT`` runs from here, not from when someone waits
+    for the answer: a response that is never sent (a middleware replaced it,
+    say, and nobody closed it) still leaves the hub then.
+    """
+
+    __slots__ = ("answering", "backend", "client", "last_batch", "since", "timer")
 
     def __init__(self, backend: Backend, client: Subscriber, since: str, last_batch: Batch | None) -> None:
         self.backend = backend
         self.client = client
         self.since = since
         self.last_batch = last_batch
+        self.answering = False
+        self.timer = asyncio.get_running_loop().call_later(conf.LONGPOLL_TIMEOUT, self._time_out)
+
+    def _time_out(self) -> None:
+        self.client.close("timeout")
+        if not self.answering:
+            self.close()
 
     async def answer(self) -> bytes:
-        """Wait for events (at most ``LONGPOLL_TIMEOUT`` seconds); the answer's body. Detaches the poll.
+        """Wait for events (until the poll's timeout); the answer's body. Detaches the poll.
 
         Revoked (or its token expired) while waiting, it answers at once with
         no events and the position to continue from: the next poll is
         authorized again with the client's current rights.
         """
         client = self.client
-        timer = asyncio.get_running_loop().call_later(conf.LONGPOLL_TIMEOUT, client.close, "timeout")
+        self.answering = True
         try:
             while not client.pending and client.close_reason is None:
                 await client.wait()
         finally:
-            timer.cancel()
             self.close()
         last_id = self.backend.poll_last_id(client, self.since, self.last_batch)
         if client.close_reason in ENDED_RIGHTS:
@@ -121,6 +132,7 @@ class WaitingPoll:
 
     def close(self) -> None:
         """Leave the hub (idempotent): a poll that is never answered must not hold its slot."""
+        self.timer.cancel()
         get_hub().detach(self.client)
 
 
