@@ -9,9 +9,10 @@ Two roles in one file:
 * shard (``--shard``): holds the client connections. One process can hold
   about ``RLIMIT_NOFILE`` sockets (20,000 on the reference machine, and the
   hard limit cannot be raised there), so the coordinator starts as many
-  shards as the largest level needs; with several, each connects from its own
-  source address (127.0.0.2, 127.0.0.3, ...), as one address has only ~28,000
-  ephemeral ports towards one server port. The shards are plain HTTP/1.1 clients on
+  shards as the largest level needs; each connects from its own source
+  address (127.0.0.<base>, <base + 1>, ...; ``--source-base``, a fresh one per
+  run), as one address has only ~28,000 ephemeral ports towards one server
+  port and those an earlier run left in TIME_WAIT slow its connects. The shards are plain HTTP/1.1 clients on
   raw sockets: no HTTP library per connection, an incremental chunked
   decoder and an incremental SSE parser that validates every frame.
 
@@ -887,9 +888,11 @@ class Coordinator:
     async def start_shards(self, n):
         for i in range(n):
             cfg = {"system": self.a.system, "port": self.a.port, "topic": self.a.topic}
-            if n > 1:
-                # One source address per shard (127.0.0.2, .3, ...): ports do not run out above ~28,000.
-                cfg["source"] = f"127.0.0.{2 + i}"
+            # One source address per shard: ports do not run out above ~28,000
+            # connections. And one set per run (--source-base): the ports an
+            # earlier run left in TIME_WAIT on its addresses slow every connect
+            # made from them, whichever system is measured next.
+            cfg["source"] = f"127.0.0.{self.a.source_base + i}"
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 SELF,
@@ -1412,6 +1415,12 @@ def parse_args(argv=None):
     ap.add_argument("--fanout-timeout", type=float, default=10.0, help="seconds (+1 ms per stream)")
     ap.add_argument("--per-shard", type=int, default=15000, help="max connections per load process")
     ap.add_argument("--topic", default="bench")
+    ap.add_argument(
+        "--source-base",
+        type=int,
+        default=2,
+        help="the shards connect from 127.0.0.<base>, <base + 1>, ... (bench/run.py gives each run its own)",
+    )
     ap.add_argument(
         "--health-path",
         default="",

@@ -498,6 +498,18 @@ def redis_pid_of(url):
         return 0, 0
 
 
+# Loader source addresses: 127.0.0.2 to 127.0.0.249, SOURCE_SPAN of them per
+# run (enough for the shards of the largest level), rotating.
+SOURCE_FIRST, SOURCE_LAST, SOURCE_SPAN = 2, 249, 8
+
+
+def next_source_base(ctx):
+    """The first source address of the next loader run (127.0.0.<base>)."""
+    base = getattr(ctx, "source_base", SOURCE_FIRST)
+    ctx.source_base = base + SOURCE_SPAN if base + 2 * SOURCE_SPAN <= SOURCE_LAST + 1 else SOURCE_FIRST
+    return base
+
+
 def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None, budget=None):
     """Run the loader; ``budget``: seconds of ramp (default ``ctx.run_budget``; more for the big levels)."""
     budget = budget or ctx.run_budget
@@ -538,6 +550,8 @@ def run_loadgen(ctx, system, workers, mode, levels, server_pid, on_line=None, bu
     ]
     if system.name in ("ours", "ours-cluster") and workers == 1:
         args += ["--health-path", "/events/health/"]
+    # Each run connects from source addresses of its own (see loadgen.py).
+    args += ["--source-base", str(next_source_base(ctx))]
     if mode == "poll":
         args += ["--poll-rounds", str(ctx.poll_rounds)]
     elif workers == 1 and ctx.idle_seconds > 0:
