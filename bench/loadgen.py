@@ -34,6 +34,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -427,6 +428,27 @@ class Shard:
                 break
 
 
+# Linux: bind() picks no port, connect() does (IP_BIND_ADDRESS_NO_PORT). A
+# plain bind(addr, 0) must find a port free for every destination, which
+# slows to a crawl once thousands of the address's ports are taken; connect
+# only needs the 4-tuple to be new.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+async def connected_from(loop, shard):
+    """A TCP socket from the shard's own source address, connected to the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind(shard.local_addr)
+        await loop.sock_connect(sock, (HOST, shard.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class BaseConn(asyncio.Protocol):
     __slots__ = (
         "alive",
@@ -470,7 +492,10 @@ class BaseConn(asyncio.Protocol):
     async def connect(self, loop):
         self.start_ns = monotonic_ns()
         try:
-            await loop.create_connection(lambda: self, HOST, self.shard.port, local_addr=self.shard.local_addr)
+            if self.shard.local_addr is None:
+                await loop.create_connection(lambda: self, HOST, self.shard.port)
+            else:
+                await loop.create_connection(lambda: self, sock=await connected_from(loop, self.shard))
         except OSError as e:
             self.fail("connect: " + (os.strerror(e.errno) if e.errno else type(e).__name__))
         except Exception as e:
