@@ -61,9 +61,9 @@ FD_MARGIN = 200
 # The big levels (issue 20): one worker holds 50,000 streams; two workers on
 # this machine 100,000 (ours only). Each needs RLIMIT_NOFILE above N / workers.
 BIG_LEVEL_1W = 50000
+BIG_LEVEL_2W = 100000
 # The levels run again (ours, nchan, one worker) for the median of the targets.
 REPEAT_LEVELS = [5000, 10000]
-BIG_LEVEL_2W = 100000
 # The level of the idle-heartbeat measurement when the ramp goes beyond it.
 IDLE_LEVEL = 10000
 
@@ -506,7 +506,9 @@ SOURCE_FIRST, SOURCE_LAST, SOURCE_SPAN = 2, 249, 8
 def next_source_base(ctx):
     """The first source address of the next loader run (127.0.0.<base>)."""
     base = getattr(ctx, "source_base", SOURCE_FIRST)
-    ctx.source_base = base + SOURCE_SPAN if base + 2 * SOURCE_SPAN <= SOURCE_LAST + 1 else SOURCE_FIRST
+    following = base + SOURCE_SPAN
+    # Back to the first when the following run's span would pass the last address.
+    ctx.source_base = following if following + SOURCE_SPAN - 1 <= SOURCE_LAST else SOURCE_FIRST
     return base
 
 

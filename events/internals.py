@@ -259,7 +259,8 @@ class DisconnectHook:
     __slots__ = ("_event", "_flag", "cycle", "task")
 
     def __init__(self, cycle: Any, task: asyncio.Task[Any], flag: bool) -> None:
-        self.cycle: Any | None = cycle
+        # None once stopped (with ``task``).
+        self.cycle: Any = cycle
         self.task: asyncio.Task[Any] | None = task
         self._flag = flag
         self._event: asyncio.Event | None = None
@@ -269,7 +270,7 @@ class DisconnectHook:
         if self._event is not None:
             self._event.set()
         task = self.task
-        if task is not None and self.cycle is not None and self.cycle.disconnected:
+        if task is not None and self.cycle.disconnected:
             self.task = None
             task.cancel()
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 import pytest_asyncio
 import redis
+from django.conf import settings
 from django.test import override_settings
 
 from events.asgi import shutdown as shutdown_events
@@ -141,6 +142,23 @@ def own_redis() -> Iterator[Callable[[], RedisServer]]:
     yield start
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def private_redis(own_redis: Callable[[], RedisServer]) -> Iterator[RedisServer]:
+    """A redis-server of our own (its command counts are ours alone), publish() pointed at it."""
+    redis_server = own_redis()
+    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
+        yield redis_server
+    close_sync_clients()
+
+
+@pytest.fixture
+def private_server(
+    private_redis: RedisServer, start_server: Callable[..., UvicornServer]
+) -> tuple[RedisServer, UvicornServer]:
+    """A uvicorn on :func:`private_redis`, and that redis-server."""
+    return private_redis, start_server({"REDIS_URL": private_redis.url})
 
 
 # Redis Cluster ------------------------------------------------------------

@@ -14,8 +14,8 @@ from events.serving.handlers import thread_lean
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
-class Hooks:
-    """Async middleware with process_view / process_exception, and a per-request urlconf on demand."""
+class AsyncMiddleware:
+    """What every middleware here shares: async only, the next step of the chain."""
 
     async_capable = True
     sync_capable = False
@@ -23,6 +23,13 @@ class Hooks:
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return await self.get_response(request)
+
+
+class Hooks(AsyncMiddleware):
+    """Async middleware with process_view / process_exception, and a per-request urlconf on demand."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.headers.get("X-Urlconf") == "broken":
@@ -42,30 +49,16 @@ class Hooks:
 SEEN: list[weakref.ref[HttpRequest]] = []
 
 
-class Remember:
+class Remember(AsyncMiddleware):
     """Notes a weak reference to each request (to tell when it is freed)."""
-
-    async_capable = True
-    sync_capable = False
-
-    def __init__(self, get_response: GetResponse) -> None:
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         SEEN.append(weakref.ref(request))
         return await self.get_response(request)
 
 
-class Replace:
+class Replace(AsyncMiddleware):
     """Answers ``X-Replace: yes`` requests with its own response, dropping the view's (not closed)."""
-
-    async_capable = True
-    sync_capable = False
-
-    def __init__(self, get_response: GetResponse) -> None:
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)

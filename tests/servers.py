@@ -238,6 +238,12 @@ def newest_history_id(client: redis.Redis) -> str | None:
     return entries[0][0] if entries else None
 
 
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """How many times the server behind ``client`` ran each command (``INFO commandstats``)."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
 def start_redis_server(port: int) -> RedisServer:
     srv = RedisServer(port, None, Path(tempfile.mkdtemp(prefix="redis-")))
     srv.start()

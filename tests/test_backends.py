@@ -249,7 +249,7 @@ async def test_a_topic_released_and_taken_again_within_one_round_trip_stays_live
             async with asyncio.timeout(5):
                 while not again.pending:
                     await again.wait()
-            assert [message.as_dict()["data"] for message in again.take()] == [attempt]
+            assert [json.loads(message.poll_json)["data"] for message in again.take()] == [attempt]
         finally:
             hub.detach(again)
 

@@ -9,28 +9,27 @@ health took 6-8 s to answer and the event after the burst arrived 6-11 s late).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import redis
 from django.conf import settings
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from events import publish
-from events.backends.connection import close_sync_clients, history_key
+from events.backends.connection import history_key
 from events.core.hub import IMMEDIATE, Hub
 from events.core.ids import parse_id
 from events.core.messages import Message
 from events.core.subscriber import Subscriber
 
-from .servers import RedisClusterServers, RedisServer, UvicornServer, wait_for
+from .servers import RedisClusterServers, RedisServer, UvicornServer, command_calls, wait_for
 from .sse import RawStream, open_raw_stream, open_stream
 from .waits import opened
 
@@ -172,23 +171,9 @@ async def test_a_burst_does_not_stop_the_worker(
 HISTORY_COMMANDS = ("evalsha", "eval", "hmget", "xrange", "xrevrange", "exists", "xinfo|stream")
 
 
-def command_calls(client: redis.Redis) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
-
-
 def history_commands(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     spent = {name: after.get(name, 0) - before.get(name, 0) for name in HISTORY_COMMANDS}
     return {name: count for name, count in spent.items() if count}
-
-
-@pytest.fixture
-def private_redis(own_redis: Callable[[], RedisServer]) -> Iterator[RedisServer]:
-    """A redis-server of our own (its command counts are ours alone), publish() pointed at it."""
-    redis_server = own_redis()
-    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
-        yield redis_server
-    close_sync_clients()
 
 
 POLLS = 10
@@ -449,7 +434,7 @@ async def test_the_hubs_waiting_events_are_bounded_in_bytes() -> None:
         assert next(iter(hub.pending))[0] is None, "over the bound, the oldest waiting events became a reset"
         await caught_up(hub)
         taken = client.take()
-        assert (taken[0].event, taken[0].as_dict()["data"]["reason"]) == ("reset", "overflow")
+        assert (taken[0].event, json.loads(taken[0].poll_json)["data"]["reason"]) == ("reset", "overflow")
         keys = [parse_id(message.id) for message in taken]
         assert keys == sorted(set(keys)) and taken[-1].id == f"{len(topics)}-0"
     finally:

@@ -1,18 +1,15 @@
 """The long-poll endpoint over a real uvicorn server."""
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 import redis
-from django.conf import settings
-from django.test import override_settings
 
 from events import publish
-from events.backends.connection import channel_name, close_sync_clients
+from events.backends.connection import channel_name
 
-from .servers import RedisServer, UvicornServer
+from .servers import RedisServer, UvicornServer, command_calls
 from .sse import open_stream
 from .waits import opened, subscribed
 
@@ -139,40 +136,25 @@ async def test_a_waiting_poll_is_answered_in_one_piece_with_its_length(server: U
 HISTORY_READS = ("evalsha", "eval")
 
 
-def command_counts(client: redis.Redis) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
-
-
 def spent(before: dict[str, int], after: dict[str, int], *names: str) -> int:
     return sum(after.get(name, 0) - before.get(name, 0) for name in names)
 
 
-@pytest.fixture
-def private(
-    own_redis: Callable[[], RedisServer], start_server: Callable[..., UvicornServer]
-) -> Iterator[UvicornServer]:
-    """A uvicorn on a redis-server of our own (its command counts are ours alone); publish() goes there too."""
-    redis_server = own_redis()
-    srv = start_server({"REDIS_URL": redis_server.url})
-    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
-        yield srv
-    close_sync_clients()
-
-
 async def test_a_poll_re_armed_after_its_answer_reads_no_history_and_subscribes_nothing(
-    private: UvicornServer, topic: str
+    private_server: tuple[RedisServer, UvicornServer], topic: str
 ) -> None:
     """The hub got the answered event on a subscription it still holds: nothing after it can be missed."""
-    with redis.Redis.from_url(private.env["REDIS_URL"]) as client:
+    redis_server, private = private_server
+    with redis_server.client() as client:
         since = await asyncio.to_thread(publish, topic)
         first = asyncio.create_task(get(poll_url(private, topic, since=since)))
         await polls_waiting(private, 1)
         answered = await asyncio.to_thread(publish, topic)
         assert (await asyncio.wait_for(first, 5)).json()["last_id"] == answered
-        before = command_counts(client)
+        before = command_calls(client)
         again = asyncio.create_task(get(poll_url(private, topic, since=answered)))
         await polls_waiting(private, 1)
-        after = command_counts(client)
+        after = command_calls(client)
         assert spent(before, after, *HISTORY_READS) == 0, "the re-armed poll read the history"
         assert spent(before, after, "subscribe") == 0, "the topic was subscribed again"
         newest = await asyncio.to_thread(publish, topic)

@@ -7,12 +7,11 @@ import asyncio
 import httpx
 import pytest
 import redis
-from django.conf import settings
-from django.test import override_settings
 
 from events import publish
-from events.backends.connection import close_sync_clients
 from events.backends.shared_reads import SharedReads
+
+from .servers import RedisServer, UvicornServer, command_calls
 
 
 async def test_identical_asks_before_the_read_starts_share_one_call() -> None:
@@ -74,23 +73,15 @@ async def test_an_error_reaches_every_asker() -> None:
 
 
 def evalsha_calls(redis_client: redis.Redis) -> int:
-    stats = redis_client.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) + int(stats.get("cmdstat_eval", {}).get("calls", 0))
+    calls = command_calls(redis_client)
+    return calls.get("evalsha", 0) + calls.get("eval", 0)
 
 
-@pytest.fixture
-def private(own_redis, start_server):  # type: ignore[no-untyped-def]
-    """A redis-server of our own (so its command counts are ours alone) and a uvicorn on it."""
-    redis_server = own_redis()
-    srv = start_server({"REDIS_URL": redis_server.url})
-    with override_settings(EVENTS={**settings.EVENTS, "REDIS_URL": redis_server.url}):
-        yield redis_server, srv
-    close_sync_clients()
-
-
-async def test_a_burst_of_identical_polls_costs_far_fewer_history_reads(private, topic: str) -> None:  # type: ignore[no-untyped-def]
+async def test_a_burst_of_identical_polls_costs_far_fewer_history_reads(
+    private_server: tuple[RedisServer, UvicornServer], topic: str
+) -> None:
     """200 polls ask at once with the same ``since``: all answered, with a few history reads, not 200."""
-    redis_server, server = private
+    redis_server, server = private_server
     redis_client = redis_server.client()
     since = await asyncio.to_thread(publish, topic, data="before")
     polls = 200

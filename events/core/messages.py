@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from functools import cached_property
-from typing import Any
 
 from ..http.topics import validate_event_name
 from . import sse
@@ -123,13 +122,9 @@ class Message:
 
     @cached_property
     def poll_json(self) -> str:
-        """The long-poll form, :meth:`as_dict` as JSON text, encoded once (the payload embedded as published)."""
+        """The long-poll form, ``{"id", "topic", "event", "data"}`` as JSON, encoded once (the payload as published)."""
         head = f'{{"id": {json.dumps(self.id)}, "topic": {json.dumps(self.topic)}, "event": {json.dumps(self.event)}'
         return f'{head}, "data": {self.data_json}}}'
-
-    def as_dict(self) -> dict[str, Any]:
-        """The long-poll form: ``{"id", "topic", "event", "data"}``."""
-        return {"id": self.id, "topic": self.topic, "event": self.event, "data": json.loads(self.data_json)}
 
     def __repr__(self) -> str:
         return f"<Message {self.id} {self.event} on {self.topic!r}>"

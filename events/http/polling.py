@@ -124,11 +124,8 @@ class WaitingPoll:
         return answer_body(client.take()[:MAX_EVENTS], last_id)
 
     async def body(self) -> AsyncGenerator[bytes, None]:
-        """The answer as a response body of one chunk."""
-        try:
-            yield await self.answer()
-        finally:
-            self.close()
+        """The answer as a response body of one chunk (``answer`` detaches the poll; ``close`` if never started)."""
+        yield await self.answer()
 
     def close(self) -> None:
         """Leave the hub (idempotent): a poll that is never answered must not hold its slot."""

@@ -172,10 +172,7 @@ class EventsASGIHandler(ASGIHandler):
                     # alone, the request, middleware and response let go of
                     # (polling.py), then send it in one piece.
                     poll, start, response = response.poll, response.start_message(), None
-                    try:
-                        body = await poll.answer()
-                    finally:
-                        poll.close()
+                    body = await poll.answer()  # detaches the poll, whatever happens
                     start["headers"].append((b"Content-Length", str(len(body)).encode()))
                     await send(start)
                     await send({"type": "http.response.body", "body": body, "more_body": False})

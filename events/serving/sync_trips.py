@@ -47,6 +47,7 @@ from django.core import signals
 from django.core.cache import caches
 from django.db import close_old_connections, connections, reset_queries
 from django.db.backends.signals import connection_created
+from django.dispatch import Signal
 from django.urls import get_urlconf
 
 from ..internals import request_finished_stock_receivers, sync_receivers
@@ -71,11 +72,8 @@ class SyncTrips:
 
     async def request_started(self, sender: type, scope: Mapping[str, Any]) -> None:
         """Send Django's ``request_started`` in the sync thread, unless it would do nothing there (module doc)."""
-        if _trip_threads and _trip_threads.isdisjoint(_connected_threads):
-            receivers = sync_receivers(signals.request_started, sender)
-            if receivers is not None and all(r in _DATABASE_RECEIVERS for r in receivers):
-                return
-        await self.call(partial(signals.request_started.send, sender=sender, scope=scope))
+        if not _only_idle(signals.request_started, sender, _DATABASE_RECEIVERS):
+            await self.call(partial(signals.request_started.send, sender=sender, scope=scope))
 
     async def request_finished(self, sender: type) -> None:
         """Send Django's ``request_finished`` in the sync thread, unless it would do nothing (module doc).
@@ -83,17 +81,13 @@ class SyncTrips:
         Call it in the request's own context: that is where the caches and
         the urlconf ``request_finished`` would reset are looked at.
         """
-        if (
-            _trip_threads
-            and _trip_threads.isdisjoint(_connected_threads)
+        idle = (
+            _only_idle(signals.request_finished, sender, request_finished_stock_receivers())
             and get_urlconf() is None
             and not caches.all(initialized_only=True)
-        ):
-            receivers = sync_receivers(signals.request_finished, sender)
-            finished_receivers = request_finished_stock_receivers()
-            if receivers is not None and all(r in finished_receivers for r in receivers):
-                return
-        await self.call(partial(signals.request_finished.send, sender=sender))
+        )
+        if not idle:
+            await self.call(partial(signals.request_finished.send, sender=sender))
 
     async def call(self, function: Callable[[], T]) -> T:
         """``function()`` in asgiref's sync thread (thread-sensitive), batched with others' calls."""
@@ -148,6 +142,14 @@ _DATABASE_RECEIVERS = (reset_queries, close_old_connections)
 # goes back.
 _trip_threads: set[int] = set()
 _connected_threads: set[int] = set()
+
+
+def _only_idle(signal: Signal, sender: type, idle: tuple[Callable[..., Any], ...]) -> bool:
+    """Whether ``signal``'s receivers are all among ``idle`` and the sync thread never had a database connection."""
+    if not _trip_threads or not _trip_threads.isdisjoint(_connected_threads):
+        return False
+    receivers = sync_receivers(signal, sender)
+    return receivers is not None and all(receiver in idle for receiver in receivers)
 
 
 def _note_connection(**kwargs: Any) -> None:

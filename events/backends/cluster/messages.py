@@ -11,7 +11,6 @@ composite id in front of the shared, once-encoded rest of the frame.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
 
 from ...core.messages import Message
 from .positions import format_positions
@@ -64,6 +63,3 @@ class PositionedMessage(Message):
         # Cached: a shared PositionedMessage (``GroupMessage.solo``) is written
         # to many clients, as one bytes object like a single-node frame.
         return b"id: " + self.id.encode() + b"\n" + self.source.frame_tail
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.source.as_dict(), "id": self.id}
