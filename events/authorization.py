@@ -42,12 +42,14 @@ def user_topic(user: Any) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path: str) -> Callable[[HttpRequest, str], Any]:
-    return import_string(path)  # type: ignore[no-any-return]
+def _load(path: str) -> tuple[Callable[[HttpRequest, str], Any], bool]:
+    """The hook at ``path`` and whether it is async (asked once, not per request)."""
+    hook = import_string(path)
+    return hook, is_async(hook)
 
 
 def get_hook() -> Callable[[HttpRequest, str], Any]:
-    return _load(conf.AUTHORIZE)
+    return _load(conf.AUTHORIZE)[0]
 
 
 def is_async(hook: Callable[..., Any]) -> bool:
@@ -69,9 +71,9 @@ def is_async(hook: Callable[..., Any]) -> bool:
 
 async def denied_topics(request: HttpRequest, topics: Iterable[str]) -> list[str]:
     """The topics among ``topics`` that the hook refuses to ``request``."""
-    hook = get_hook()
+    hook, asynchronous = _load(conf.AUTHORIZE)
     wanted = sorted(topics)
-    if is_async(hook):
+    if asynchronous:
         verdicts = [await hook(request, topic) for topic in wanted]
     else:
         # One trip to a thread for all topics (the hook may use the ORM).

@@ -81,9 +81,12 @@ naming the item, when a release changes it (run on Django 5.2 and 6.x).
     measured by ``bench/``). The hook keeps ``message_event``'s behaviour
     for anyone who still calls ``receive()``. httptools only, as item 13.
 
-15. **Django's ``Signal._live_receivers(sender)``** (:func:`sync_receivers`),
-    the one private Django name used: the receivers a ``send`` would call,
-    as ``(sync, async)`` lists (Django 5.0 to 6.x). ``request_started``'s
+15. **Django's ``Signal._live_receivers(sender)``** (:func:`sync_receivers`, :func:`receivers_among`),
+    the one private Django method used: the receivers a ``send`` would call,
+    as ``(sync, async)`` lists (Django 5.0 to 6.x). A verdict on them is
+    kept while the signal's ``receivers`` list is unchanged and its
+    ``_dead_receivers`` flag is down (what ``connect``, ``disconnect`` and a
+    dead weak receiver change). ``request_started``'s
     trip to the sync thread is skipped only when its receivers are exactly
     Django's own database ones and that thread never had a database
     connection, so they would do nothing there (``sync_trips.py``); the trip
@@ -335,6 +338,30 @@ def sync_receivers(signal: Signal, sender: object) -> list[Callable[..., Any]] |
     """The sync receivers ``signal.send(sender)`` would call, or None if there are async ones too (item 15)."""
     sync, asynchronous = signal._live_receivers(sender)
     return None if asynchronous else list(sync)
+
+
+# receivers_among's verdicts: (signal, sender, allowed) -> (signal, its
+# receivers list as seen then, verdict). The signal is held so that its id is
+# not reused; the list holds weak receivers weakly, as the signal does.
+_verdicts: dict[tuple[int, object, tuple[Callable[..., Any], ...]], tuple[Signal, list[Any], bool]] = {}
+
+
+def receivers_among(signal: Signal, sender: object, allowed: tuple[Callable[..., Any], ...]) -> bool:
+    """Whether ``signal.send(sender)`` would call only sync receivers, all in ``allowed`` (item 15).
+
+    Asked twice per request, so the verdict is kept while the signal's
+    ``receivers`` list is what it was (``connect`` and ``disconnect`` change
+    it) and none of its weak receivers has died since (``_dead_receivers``).
+    """
+    key = (id(signal), sender, allowed)
+    seen = _verdicts.get(key)
+    dead: bool = signal._dead_receivers  # type: ignore[attr-defined]  # django-stubs leave it out
+    if seen is not None and seen[0] is signal and not dead and signal.receivers == seen[1]:
+        return seen[2]
+    receivers = sync_receivers(signal, sender)
+    verdict = receivers is not None and all(receiver in allowed for receiver in receivers)
+    _verdicts[key] = (signal, list(signal.receivers), verdict)
+    return verdict
 
 
 @cache

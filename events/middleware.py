@@ -7,7 +7,9 @@ most of the cost of opening a stream. The event endpoints only *read* the
 session (to know the user for authorization), so for them this one async
 middleware does the same set-up with no trip at all: ``request.session`` (a
 lazy session store), ``request.user`` and ``request.auser()`` (both lazy, as
-in Django). It never saves the session.
+in Django). It never saves the session. A request without a session cookie
+has no user in its session, so it gets Django's ``AnonymousUser`` at once
+(what ``get_user`` would find, without looking).
 
 Unlike Django's ``AuthenticationMiddleware``, it makes no reference cycle
 between the request and its lazy user: the request is freed as soon as the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib import import_module
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
@@ -32,6 +34,9 @@ from django.contrib.auth.middleware import auser, get_user
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.functional import SimpleLazyObject
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
 
 T = TypeVar("T")
 
@@ -52,17 +57,38 @@ class OfRequest(Generic[T]):
         return self.function(request)
 
 
+class Anonymous:
+    """``request.auser`` of a request without a session: its ``AnonymousUser``."""
+
+    __slots__ = ("user",)
+
+    def __init__(self, user: AnonymousUser) -> None:
+        self.user = user
+
+    async def __call__(self) -> AnonymousUser:
+        return self.user
+
+
 class SessionUserMiddleware:
     async_capable = True
     sync_capable = False
 
     def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        from django.contrib.auth.models import AnonymousUser  # needs the app registry
+
         self.get_response = get_response
         self.SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
+        self.AnonymousUser = AnonymousUser
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        request.session = self.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-        request.user = SimpleLazyObject(OfRequest(get_user, request))  # type: ignore[assignment]
-        request.auser = OfRequest(auser, request)
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        request.session = self.SessionStore(session_key)
+        if session_key is None:
+            anonymous = self.AnonymousUser()
+            request.user = anonymous
+            request.auser = Anonymous(anonymous)
+        else:
+            request.user = SimpleLazyObject(OfRequest(get_user, request))  # type: ignore[assignment]
+            request.auser = OfRequest(auser, request)
         return await self.get_response(request)

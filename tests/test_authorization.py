@@ -84,7 +84,9 @@ def test_a_forged_or_expired_token_is_a_403(guarded_server: UvicornServer, topic
             granted_topics(token)
 
 
-@pytest.mark.django_db
+# transaction=True: the async ORM runs in another thread, outside a test
+# transaction, so only a flush takes the user away again.
+@pytest.mark.django_db(transaction=True)
 async def test_default_hook_allows_public_topics_and_only_ones_own_user_topic() -> None:
     from django.contrib.auth.models import User
 

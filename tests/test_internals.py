@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from asgiref.sync import markcoroutinefunction
 from django.core.handlers import asgi as django_asgi
 from django.core.handlers.asgi import ASGIHandler
 
@@ -23,6 +24,7 @@ from events.internals import (
     DJANGO_HANDLER_METHODS,
     DisconnectHook,
     PendingSend,
+    receivers_among,
     request_finished_stock_receivers,
     start_coroutine,
     sync_receivers,
@@ -380,6 +382,50 @@ def test_sync_receivers_are_what_a_send_calls() -> None:
     assert sync_receivers(signal, None) is None, "Django's Signal._live_receivers changed (internals item 15)"
 
 
+def test_receivers_among_sees_connect_disconnect_and_a_dying_receiver() -> None:
+    import gc
+
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def first(**kwargs: object) -> None:
+        pass
+
+    def make_receiver() -> Callable[..., None]:
+        def receiver(**kwargs: object) -> None:
+            pass
+
+        return receiver
+
+    def async_receiver(**kwargs: object) -> Awaitable[None]:
+        return asyncio.sleep(0)
+
+    allowed = (first,)
+    assert receivers_among(signal, None, allowed)
+    assert receivers_among(signal, None, allowed), "asked again"
+    signal.connect(first)
+    assert receivers_among(signal, None, allowed)
+    dying = make_receiver()
+    signal.connect(dying)  # weakly held: the verdict must not keep it alive
+    assert not receivers_among(signal, None, allowed)
+    del dying
+    gc.collect()
+    assert receivers_among(signal, None, allowed), "a dead receiver went unseen (Signal._dead_receivers, item 15)"
+    other = make_receiver()
+    signal.connect(other)
+    assert not receivers_among(signal, None, allowed), "a connect went unseen (Signal.receivers, item 15)"
+    signal.disconnect(other)
+    assert receivers_among(signal, None, allowed), "a disconnect went unseen (Signal.receivers, item 15)"
+    # The same length, another receiver in its place.
+    signal.disconnect(first)
+    signal.connect(other)
+    assert not receivers_among(signal, None, allowed)
+    assert receivers_among(signal, None, (other,))
+    signal.connect(markcoroutinefunction(async_receiver))
+    assert not receivers_among(signal, None, (other, async_receiver)), "async receivers are never idle"
+
+
 def test_django_still_connects_its_stock_request_finished_receivers() -> None:
     from django.core import signals
     from django.core.handlers.asgi import ASGIHandler
@@ -465,6 +511,7 @@ def test_django_streaming_content_is_still_a_property_with_a_setter() -> None:
 _SIGNALS_AT_STARTUP = """
 import asyncio, signal, sys
 import uvicorn
+from asgiref.sync import markcoroutinefunction
 
 seen = {}
 

@@ -105,7 +105,7 @@ def subscription(read_id: Callable[[HttpRequest], str | None]) -> Callable[[Subs
             warn_unless_events_handler(request)
             # Validate Host against ALLOWED_HOSTS even when EVENTS["MIDDLEWARE"] left
             # out the middleware that usually does (DisallowedHost becomes a 400).
-            request.get_host()
+            params.check_host(request)
             # Revocations received from now on apply to this request (revocations.py).
             checked_at = asyncio.get_running_loop().time()
             try:

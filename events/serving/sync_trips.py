@@ -50,7 +50,7 @@ from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 from django.urls import get_urlconf
 
-from ..internals import request_finished_stock_receivers, sync_receivers
+from ..internals import receivers_among, request_finished_stock_receivers
 
 T = TypeVar("T")
 
@@ -148,8 +148,7 @@ def _only_idle(signal: Signal, sender: type, idle: tuple[Callable[..., Any], ...
     """Whether ``signal``'s receivers are all among ``idle`` and the sync thread never had a database connection."""
     if not _trip_threads or not _trip_threads.isdisjoint(_connected_threads):
         return False
-    receivers = sync_receivers(signal, sender)
-    return receivers is not None and all(receiver in idle for receiver in receivers)
+    return receivers_among(signal, sender, idle)
 
 
 def _note_connection(**kwargs: Any) -> None:
