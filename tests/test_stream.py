@@ -8,7 +8,9 @@ import pytest
 import redis
 
 from events import publish
+from events.conf import conf
 from events.core.ids import parse_id
+from events.http.streaming import retry_hint
 
 from .servers import UvicornServer, wait_for
 from .sse import open_stream
@@ -261,3 +263,11 @@ async def test_a_malformed_open_event_flag_is_a_400(server: UvicornServer, topic
         response = await client.get(stream_url(server, topic, open_event="maybe"))
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_parameter"
+
+
+def test_the_retry_hint_is_the_base_plus_up_to_half_again() -> None:
+    base = conf.RETRY_MS
+    hints = {int(retry_hint().removeprefix(b"retry: ").strip()) for _ in range(30_000)}
+    assert min(hints) >= base and max(hints) <= base + base // 2
+    # Spread over the whole range, ends included (each missed by 30,000 draws with odds of e^-30).
+    assert min(hints) == base and max(hints) == base + base // 2

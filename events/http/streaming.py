@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # The name of the event that opens a stream, when asked for (see open_frame).
 OPEN_EVENT = "open"
+# The comment every stream starts with (with its retry hint), before any Redis work.
+STREAM_OPEN = sse.encode_comment("stream open")
 
 
 class EventStreamResponse(DirectResponse):
@@ -131,7 +133,8 @@ class DirectStream:
 def retry_hint() -> bytes:
     """The ``retry:`` field, with up to +50% jitter so reconnects do not arrive as a storm."""
     base = conf.RETRY_MS
-    return sse.encode_retry(base + random.randint(0, base // 2))
+    # random.randint(0, base // 2), without its Python-level layers.
+    return sse.encode_retry(base + int(random.random() * (base // 2 + 1)))
 
 
 def open_frame(position: str | None, token_expires: float | None = None) -> bytes:
@@ -190,7 +193,7 @@ async def event_stream(
     end = "client-gone"
     try:
         # First bytes at once, before any Redis work, so the stream is seen open.
-        yield retry_hint() + sse.encode_comment("stream open")
+        yield retry_hint() + STREAM_OPEN
         try:
             # Without Last-Event-ID, a Redis Cluster client still needs a
             # position in each group: "now", read before subscribing, so that
@@ -215,27 +218,29 @@ async def event_stream(
             return
         if conf.MAX_STREAM_AGE > 0:
             client.deadline = opened_at + conf.MAX_STREAM_AGE * random.uniform(0.85, 1.0)
-        logger.info(
-            "events.stream open topics=%s last_event_id=%s streams=%d",
-            ",".join(sorted(topics)),
-            last_event_id,
-            len(hub.streams),
-        )
+        if logger.isEnabledFor(logging.INFO):  # its arguments cost as much as the rest of the set-up's logging
+            logger.info(
+                "events.stream open topics=%s last_event_id=%s streams=%d",
+                ",".join(sorted(topics)),
+                last_event_id,
+                len(hub.streams),
+            )
         if announce:
             yield open_frame(resume_from, access.token_expires)
 
-        try:
-            # The history after the client's position, in bounded batches.
-            async with aclosing(replay_chunks(backend, client, resume_from)) as replay:
-                async for chunk in replay:
-                    yield chunk
-        except REDIS_ERRORS as exc:
-            end = "redis-error"
-            yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
-            return
-        # This frame lives as long as the stream: keep neither the finished
-        # replay (nor the event loop's weak reference to it) nor its last chunk.
-        del replay
+        if resume_from is not None:  # else the stream starts live: nothing to replay
+            try:
+                # The history after the client's position, in bounded batches.
+                async with aclosing(replay_chunks(backend, client, resume_from)) as replay:
+                    async for chunk in replay:
+                        yield chunk
+            except REDIS_ERRORS as exc:
+                end = "redis-error"
+                yield sse.encode_comment(f"unavailable: cannot read history ({type(exc).__name__}); retry later")
+                return
+            # This frame lives as long as the stream: keep neither the finished
+            # replay (nor the event loop's weak reference to it) nor its last chunk.
+            del replay
         chunk = b""
 
         while True:
@@ -260,7 +265,7 @@ async def event_stream(
         hub.detach(client)
         if client.close_reason == "write-timeout":
             end = "write-timeout"
-        if end != "refused":
+        if end != "refused" and logger.isEnabledFor(logging.INFO):
             logger.info(
                 "events.stream closed reason=%s seconds=%.1f delivered=%d topics=%s",
                 end,
