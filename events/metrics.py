@@ -25,3 +25,6 @@ CLIENTS_RESET = Counter("events_clients_reset", "Reset events sent (history expi
 REDIS_RECONNECTS = Counter("events_redis_reconnects", "Times the hub reconnected to Redis after losing it.")
 STREAMS_REJECTED = Counter("events_streams_rejected", "Streams turned away (limit, Redis down).", ["reason"])
 POLLS_REJECTED = Counter("events_polls_rejected", "Long-polls turned away (limit, Redis down).", ["reason"])
+POLLS_DIRECT = Counter(
+    "events_polls_direct", "Long-polls served without a Django request (anonymous, public topics, under uvicorn)."
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +51,14 @@ def free_port(offset: int = 0) -> int:
             continue
         return port
     raise AssertionError("no free port below the ephemeral range")
+
+
+def metric(srv: UvicornServer, name: str) -> float:
+    """The value of the Prometheus metric ``name`` (without labels) that ``srv`` reports."""
+    text = httpx.get(f"{srv.url}/events/metrics/", timeout=5).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics:\n{text}"
+    return float(match.group(1))
 
 
 def wait_for(condition, timeout: float, message: str, interval: float = 0.02):  # type: ignore[no-untyped-def]

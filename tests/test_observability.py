@@ -1,23 +1,15 @@
 """Health and Prometheus metrics reflect what happened; limits give retry-able answers."""
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import httpx
 
 from events import publish
 
-from .servers import UvicornServer, wait_for
+from .servers import UvicornServer, metric, wait_for
 from .sse import open_stream
 from .waits import opened
-
-
-def metric(srv: UvicornServer, name: str) -> float:
-    text = httpx.get(f"{srv.url}/events/metrics/", timeout=5).text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
-    assert match, f"{name} not in metrics:\n{text}"
-    return float(match.group(1))
 
 
 async def test_health_and_metrics_follow_streams_and_events(

@@ -14,10 +14,20 @@ from http import HTTPStatus
 from django.http import JsonResponse
 from django.http.response import HttpResponseBase
 
+# Seconds a client should wait before retrying a request answered with 503.
+RETRY_AFTER = 2
+
 
 def error(status: int, code: str, message: str) -> JsonResponse:
     response = JsonResponse({"error": message, "code": code}, status=status)
     response["Cache-Control"] = "no-store"
+    return response
+
+
+def unavailable(message: str) -> JsonResponse:
+    """A 503 that tells the client to retry after ``RETRY_AFTER`` seconds."""
+    response = error(503, "unavailable", message)
+    response["Retry-After"] = str(RETRY_AFTER)
     return response
 
 

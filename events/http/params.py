@@ -50,11 +50,11 @@ def _values(request: HttpRequest, name: str) -> list[str]:
         return request.GET.getlist(name)
     parsed: dict[str, list[str]] | None = request.__dict__.get(_PARSED_QUERY)
     if parsed is None:
-        parsed = request.__dict__[_PARSED_QUERY] = _parse_query(request.META.get("QUERY_STRING", ""))
+        parsed = request.__dict__[_PARSED_QUERY] = parse_query(request.META.get("QUERY_STRING", ""))
     return parsed.get(name, [])
 
 
-def _parse_query(query: str) -> dict[str, list[str]]:
+def parse_query(query: str) -> dict[str, list[str]]:
     """What ``QueryDict(query)`` holds, as a plain dict of lists.
 
     ``parse_qsl(query, keep_blank_values=True)`` with Django's encoding and
@@ -92,10 +92,14 @@ def check_host(request: HttpRequest) -> None:
     if host is None or "HTTP_X_FORWARDED_HOST" in meta:
         request.get_host()
         return
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if not _host_allowed(host, tuple(allowed_hosts), settings.DEBUG):
+    if not host_allowed(host):
         request.get_host()  # raises, with Django's own message
         raise AssertionError(f"get_host() allowed {host!r}, which validate_host() refused")
+
+
+def host_allowed(host: str) -> bool:
+    """Whether ``get_host()`` allows a request whose only host header is ``Host: <host>``."""
+    return _host_allowed(host, tuple(settings.ALLOWED_HOSTS), settings.DEBUG)
 
 
 @lru_cache(maxsize=64)
@@ -108,14 +112,22 @@ def _host_allowed(host: str, allowed_hosts: tuple[str, ...], debug: bool) -> boo
 
 
 def _single(request: HttpRequest, name: str) -> str | None:
-    values = _values(request, name)
+    return single(name, _values(request, name))
+
+
+def single(name: str, values: list[str]) -> str | None:
+    """The one value of parameter ``name`` (None if absent); a 400 if it was given more than once."""
     if len(values) > 1:
         raise BadRequest("repeated_parameter", f"Parameter {name!r} was given {len(values)} times; give it once.")
     return values[0] if values else None
 
 
 def parse_topics(request: HttpRequest) -> frozenset[str]:
-    topics = _values(request, "topic")
+    return topics_of(_values(request, "topic"))
+
+
+def topics_of(topics: list[str]) -> frozenset[str]:
+    """The ``topic`` parameters' values, checked (a 400 if missing, too many or malformed)."""
     if not topics:
         raise BadRequest("missing_topic", "Give at least one topic, e.g. ?topic=status.")
     limit = conf.MAX_TOPICS
@@ -151,7 +163,12 @@ def parse_last_event_id(request: HttpRequest) -> str | None:
 
 
 def parse_since(request: HttpRequest) -> str | None:
-    value = _single(request, "since")
+    return since_of(_values(request, "since"))
+
+
+def since_of(values: list[str]) -> str | None:
+    """The ``since`` parameter's value, checked (None if absent or empty)."""
+    value = single("since", values)
     return _check_id("since", value) if value else None
 
 

@@ -20,17 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
+from django.http import JsonResponse
+
 from .. import metrics
 from ..backends.active import Backend, get_backend, get_hub
+from ..backends.connection import describe_error
+from ..backends.errors import REDIS_ERRORS
 from ..backends.history import Batch
 from ..conf import conf
 from ..core.messages import Message
 from ..core.revocations import ENDED_RIGHTS, Access
 from ..core.subscriber import Subscriber
+from ..exceptions import HubUnavailable
 from .direct import DirectResponse
+from .errors import unavailable
+
+logger = logging.getLogger(__name__)
 
 # Events in one long-poll answer, at most: a client that missed more gets
 # the oldest ones and continues from the answer's ``last_id``.
@@ -42,6 +51,18 @@ def answer_body(messages: Sequence[Message], last_id: str) -> bytes:
     events = ", ".join([message.poll_json for message in messages])
     last = messages[-1].id if messages else last_id
     return f'{{"events": [{events}], "last_id": {json.dumps(last)}}}'.encode()
+
+
+# What open_poll raises when the poll cannot wait (answered with a 503 by poll_refused).
+POLL_REFUSALS: tuple[type[Exception], ...] = (HubUnavailable, *REDIS_ERRORS)
+
+
+def poll_refused(exc: BaseException) -> JsonResponse:
+    """The 503 of a long-poll that :func:`open_poll` could not start (``exc``: one of ``POLL_REFUSALS``)."""
+    if isinstance(exc, HubUnavailable):
+        return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
+    logger.warning("events: long-poll failed: %s", describe_error(exc))
+    return unavailable(f"Redis is unreachable or busy ({type(exc).__name__}). Retry later.")
 
 
 async def open_poll(topics: frozenset[str], since: str | None, access: Access | None = None) -> bytes | WaitingPoll:

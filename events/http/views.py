@@ -20,17 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..authorization import denied_topics
 from ..backends.active import get_backend, get_hub
-from ..backends.connection import describe_error
 from ..backends.errors import REDIS_ERRORS
 from ..conf import conf
 from ..core.revocations import Access
-from ..exceptions import HubUnavailable
 from ..revocation import access_of
 from ..serving.handlers import thread_lean, warn_unless_events_handler
 from ..tokens import InvalidToken, read_token
 from . import params
 from .errors import error
-from .polling import LongPollResponse, open_poll
+from .polling import POLL_REFUSALS, LongPollResponse, open_poll, poll_refused
 from .streaming import EventStreamResponse
 
 logger = logging.getLogger(__name__)
@@ -38,16 +36,6 @@ logger = logging.getLogger(__name__)
 View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponseBase]]
 # A view of a subscription (stream or poll): given the request's topics, resume id and who opens it.
 SubscriptionView = Callable[[HttpRequest, frozenset[str], str | None, Access], Coroutine[Any, Any, HttpResponseBase]]
-
-# Seconds a client should wait before retrying a long-poll answered with 503.
-RETRY_AFTER = 2
-
-
-def unavailable(message: str) -> JsonResponse:
-    """A 503 that tells the client to retry after ``RETRY_AFTER`` seconds."""
-    response = error(503, "unavailable", message)
-    response["Retry-After"] = str(RETRY_AFTER)
-    return response
 
 
 def get_only(view: View) -> View:
@@ -143,11 +131,8 @@ async def stream(
 async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, access: Access) -> HttpResponseBase:
     try:
         poll = await open_poll(topics, since, access)
-    except HubUnavailable as exc:
-        return unavailable(f"Cannot wait for events now: {exc}. Retry later.")
-    except REDIS_ERRORS as exc:
-        logger.warning("events: long-poll failed: %s", describe_error(exc))
-        return unavailable(f"Redis is unreachable or busy ({type(exc).__name__}). Retry later.")
+    except POLL_REFUSALS as exc:
+        return poll_refused(exc)
     if isinstance(poll, bytes):
         # Events were there already: the answer is known now.
         response = HttpResponse(poll, content_type="application/json")
@@ -155,6 +140,11 @@ async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, 
         return response
     # Nothing yet: the view returns, and the answer is sent when it comes.
     return LongPollResponse(poll)
+
+
+# An anonymous poll on public topics may be served without this view, by the
+# events handler itself (serving/public_poll.py): the same answer, less CPU.
+poll.events_public_poll = True  # type: ignore[attr-defined]
 
 
 @get_only

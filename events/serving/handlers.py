@@ -67,6 +67,7 @@ from ..http.streaming import EventStreamResponse
 from ..internals import DisconnectHook, uvicorn_disconnect_hook
 from . import transport
 from .asgi_types import Receive, Scope, Send
+from .public_poll import answer_public_poll, public_poll
 from .sync_trips import sync_trips
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,10 @@ class EventsASGIHandler(ASGIHandler):
             scope[SERVED_KEY] = True
             match = lean_match(settings.ROOT_URLCONF, path_info(scope))
             if match is not None:
+                if getattr(match.func, "events_public_poll", False):
+                    wanted = public_poll(scope)
+                    if wanted is not None:
+                        return self.serve_public_poll(scope, receive, send, match, *wanted)
                 return self.serve_lean(scope, receive, send, match)
         return super().__call__(scope, receive, send)
 
@@ -204,6 +209,52 @@ class EventsASGIHandler(ASGIHandler):
             await trips.request_finished(self.__class__)
         else:
             await trips.call(response.close)  # sends request_finished
+
+    async def serve_public_poll(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: ResolverMatch,
+        topics: frozenset[str],
+        since: str | None,
+    ) -> None:
+        """Serve an anonymous long-poll on public topics without a Django request (``public_poll.py``)."""
+        task = asyncio.current_task()
+        assert task is not None
+        hook = uvicorn_disconnect_hook(send, task)
+        if hook is None:  # not uvicorn's httptools, where this path was measured
+            await self.serve_lean(scope, receive, send, match)
+            return
+        trips = sync_trips()
+        await trips.request_started(self.__class__, scope)
+        response = None
+        try:
+            response = await answer_public_poll(topics, since, send)
+            if response is not None:
+                await log_error(response, scope["path"])
+                await self.send_response(response, send)  # type: ignore[arg-type]  # see __call__
+        except asyncio.CancelledError:
+            # The client went away: end quietly, as Django's handler does.
+            if hasattr(task, "uncancel"):  # Python >= 3.11
+                task.uncancel()
+        finally:
+            hook.stop()
+        if response is None:
+            await trips.request_finished(self.__class__)
+        else:
+            await trips.call(response.close)  # sends request_finished
+
+
+async def log_error(response: HttpResponseBase, path: str, request: HttpRequest | None = None) -> None:
+    """Log a 4xx or 5xx answer as Django's handler does (``django.request``), off the event loop."""
+    await sync_to_async(log_response, thread_sensitive=False)(
+        "%s: %s",
+        response.reason_phrase,
+        path,
+        response=response,  # type: ignore[arg-type]  # only its status is read
+        request=request,
+    )
 
 
 def has_body(scope: Scope) -> bool:
@@ -340,13 +391,7 @@ def build_chain(paths: list[str]) -> GetResponse:
                     return handled
             raise
         if response.status_code >= 400:
-            await sync_to_async(log_response, thread_sensitive=False)(
-                "%s: %s",
-                response.reason_phrase,
-                request.path,
-                response=response,  # type: ignore[arg-type]  # only its status is read
-                request=request,
-            )
+            await log_error(response, request.path, request)
         return response
 
     def as_async(hook: Callable[..., Any]) -> Callable[..., Awaitable[HttpResponseBase | None]]:
