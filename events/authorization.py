@@ -7,7 +7,10 @@ stream loop, so the database connection it may use is released at once.
 
 The default, :func:`default_authorize`, allows every topic except the private
 per-user ones: a topic ``user:<id>`` only to the logged-in user whose primary
-key is ``<id>``.
+key is ``<id>``. Where its answer needs no request (an anonymous visitor's
+public topics), the events handler may serve the request without building
+one, and so without calling it (``serving/public.py``); a hook of the site's
+own is always called.
 """
 
 from __future__ import annotations

@@ -28,3 +28,6 @@ POLLS_REJECTED = Counter("events_polls_rejected", "Long-polls turned away (limit
 POLLS_DIRECT = Counter(
     "events_polls_direct", "Long-polls served without a Django request (anonymous, public topics, under uvicorn)."
 )
+STREAMS_DIRECT = Counter(
+    "events_streams_direct", "Streams served without a Django request (anonymous, public topics, under uvicorn)."
+)

@@ -152,11 +152,15 @@ def _check_id(name: str, value: str) -> str:
 
 def parse_last_event_id(request: HttpRequest) -> str | None:
     """The ``Last-Event-ID`` header, else the ``last_event_id`` parameter; None if absent or empty."""
+    # META, not request.headers: that would build a mapping of every header.
+    return last_event_id_of(_values(request, "last_event_id"), request.META.get("HTTP_LAST_EVENT_ID"))
+
+
+def last_event_id_of(values: list[str], header: str | None) -> str | None:
+    """The ``Last-Event-ID`` header's value, else the ``last_event_id`` parameter's, checked; None if neither."""
     # The parameter is checked even when the header wins: given twice it is
     # a 400 whatever else the request carries.
-    value = _single(request, "last_event_id")
-    # META, not request.headers: that would build a mapping of every header.
-    header = request.META.get("HTTP_LAST_EVENT_ID")
+    value = single("last_event_id", values)
     if header is not None and header.strip():
         return _check_id("Last-Event-ID", header.strip())
     return _check_id("last_event_id", value) if value else None
@@ -181,7 +185,12 @@ def parse_token(request: HttpRequest) -> str | None:
 
 def parse_flag(request: HttpRequest, name: str) -> bool:
     """A boolean parameter: absent, ``0`` or ``false`` is off; ``1`` or ``true`` is on."""
-    value = _single(request, name)
+    return flag_of(name, _values(request, name))
+
+
+def flag_of(name: str, values: list[str]) -> bool:
+    """The boolean parameter ``name`` from its values (see :func:`parse_flag`)."""
+    value = single(name, values)
     if value is None or value.lower() in ("", "0", "false"):
         return False
     if value.lower() in ("1", "true"):

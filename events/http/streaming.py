@@ -49,6 +49,16 @@ OPEN_EVENT = "open"
 STREAM_OPEN = sse.encode_comment("stream open")
 
 
+# A stream's response headers. ``X-Accel-Buffering``: tell nginx not to buffer
+# it (the deploy config also says so); ``Content-Encoding``: see below.
+STREAM_HEADERS = (
+    ("Content-Type", "text/event-stream"),
+    ("Cache-Control", "no-cache"),
+    ("X-Accel-Buffering", "no"),
+    ("Content-Encoding", "identity"),
+)
+
+
 class EventStreamResponse(DirectResponse):
     """A ``text/event-stream`` response: the live stream of ``topics`` after ``last_event_id``.
 
@@ -78,12 +88,11 @@ class EventStreamResponse(DirectResponse):
     ) -> None:
         self.subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
         stream = event_stream(self.subscriber, last_event_id, access or Access(), announce=announce)
-        super().__init__(stream, content_type="text/event-stream")
+        (_, content_type), *others = STREAM_HEADERS
+        super().__init__(stream, content_type=content_type)
         self._stream = stream
-        self["Cache-Control"] = "no-cache"
-        # Tell nginx not to buffer this response (the deploy config also says so).
-        self["X-Accel-Buffering"] = "no"
-        self["Content-Encoding"] = "identity"
+        for name, value in others:
+            self[name] = value
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._through_middleware() if self.content_replaced else self._stream
@@ -128,6 +137,16 @@ class DirectStream:
         """From now on the hub may write to ``send`` while the stream waits (after the start was sent)."""
         self.subscriber.send = send
         self.subscriber.raw = uvicorn_raw_writer(send)
+
+
+def open_direct_stream(
+    topics: frozenset[str], last_event_id: str | None, access: Access, *, announce: bool
+) -> DirectStream:
+    """What :meth:`EventStreamResponse.direct` gives, without the response: for a stream served without Django."""
+    subscriber = get_backend().new_subscriber(topics, conf.QUEUE_SIZE, is_stream=True)
+    stream = event_stream(subscriber, last_event_id, access, announce=announce)
+    headers = [(name.encode(), value.encode()) for name, value in STREAM_HEADERS]
+    return DirectStream({"type": "http.response.start", "status": 200, "headers": headers}, stream, subscriber)
 
 
 def retry_hint() -> bytes:

@@ -142,9 +142,11 @@ async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, 
     return LongPollResponse(poll)
 
 
-# An anonymous poll on public topics may be served without this view, by the
-# events handler itself (serving/public_poll.py): the same answer, less CPU.
-poll.events_public_poll = True  # type: ignore[attr-defined]
+# An anonymous stream or poll on public topics may be served without these
+# views, by the events handler itself (serving/public.py): the same answer,
+# less CPU.
+stream.events_public = "stream"  # type: ignore[attr-defined]
+poll.events_public = "poll"  # type: ignore[attr-defined]
 
 
 @get_only

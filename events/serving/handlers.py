@@ -60,14 +60,16 @@ from django.urls import get_script_prefix as django_script_prefix
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
+from .. import metrics
 from ..conf import conf
+from ..core.revocations import Access
 from ..http.errors import as_json
 from ..http.polling import LongPollResponse
-from ..http.streaming import EventStreamResponse
+from ..http.streaming import EventStreamResponse, open_direct_stream
 from ..internals import DisconnectHook, uvicorn_disconnect_hook
 from . import transport
 from .asgi_types import Receive, Scope, Send
-from .public_poll import answer_public_poll, public_poll
+from .public import answer_public_poll, public_poll, public_stream
 from .sync_trips import sync_trips
 
 logger = logging.getLogger(__name__)
@@ -120,10 +122,15 @@ class EventsASGIHandler(ASGIHandler):
             scope[SERVED_KEY] = True
             match = lean_match(settings.ROOT_URLCONF, path_info(scope))
             if match is not None:
-                if getattr(match.func, "events_public_poll", False):
-                    wanted = public_poll(scope)
-                    if wanted is not None:
-                        return self.serve_public_poll(scope, receive, send, match, *wanted)
+                served_directly = getattr(match.func, "events_public", None)
+                if served_directly == "poll":
+                    poll = public_poll(scope)
+                    if poll is not None:
+                        return self.serve_public_poll(scope, receive, send, match, *poll)
+                elif served_directly == "stream":
+                    stream = public_stream(scope)
+                    if stream is not None:
+                        return self.serve_public_stream(scope, receive, send, match, *stream)
                 return self.serve_lean(scope, receive, send, match)
         return super().__call__(scope, receive, send)
 
@@ -244,6 +251,51 @@ class EventsASGIHandler(ASGIHandler):
             await trips.request_finished(self.__class__)
         else:
             await trips.call(response.close)  # sends request_finished
+
+    async def serve_public_stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: ResolverMatch,
+        topics: frozenset[str],
+        last_event_id: str | None,
+        announce: bool,
+    ) -> None:
+        """Serve an anonymous stream on public topics without a Django request (``public.py``).
+
+        Sent as :meth:`serve_lean` sends a stream, from this frame alone (it
+        stays while the stream is open, so the sending is not a method of its own).
+        """
+        abort = transport.aborter(send)
+        task = asyncio.current_task()
+        assert task is not None
+        hook = uvicorn_disconnect_hook(send, task) if abort is not None else None
+        if hook is None:  # not uvicorn's httptools, where this path was measured
+            await self.serve_lean(scope, receive, send, match)
+            return
+        trips = sync_trips()
+        await trips.request_started(self.__class__, scope)
+        metrics.STREAMS_DIRECT.inc()
+        access = Access(checked_at=asyncio.get_running_loop().time())
+        stream = open_direct_stream(topics, last_event_id, access, announce=announce)
+        stream.subscriber.abort = abort
+        try:
+            await send(stream.take_start())
+            stream.attach(send)
+            async with aclosing(stream.stream) as chunks:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # Not kept while waiting for the next (a replay batch is up to 1 MiB).
+                    del chunk
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # The client went away, or a stuck stream was given up: end quietly.
+            if hasattr(task, "uncancel"):  # Python >= 3.11
+                task.uncancel()
+        finally:
+            hook.stop()
+        await trips.request_finished(self.__class__)
 
 
 async def log_error(response: HttpResponseBase, path: str, request: HttpRequest | None = None) -> None:

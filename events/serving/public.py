@@ -1,14 +1,16 @@
-"""The long-poll of a visitor on public topics: served without a Django request, under uvicorn.
+"""Anonymous streams and long-polls on public topics: served without a Django request, under uvicorn.
 
-A long-poll is asked again the moment it is answered, so its cost per answer
-is the cost of a whole request: for thousands of polls, most of a worker's
-CPU. Most of that is what Django builds around a view (the ``HttpRequest``,
-the middleware chain, the response object), which an anonymous poll on public
-topics never reads: the default authorization hook allows a public topic to
-anyone without looking at the request, ``SessionUserMiddleware`` only adds a
-session and a user, and a visitor without a session has no user and nothing
-to revoke. Such a poll is served here, by the same functions the view uses
-(``params.py``, ``polling.py``), answering exactly as the view would.
+A long-poll is asked again the moment it is answered, and a stream's set-up
+is a request too, so a request's own cost is most of a worker's CPU when
+thousands of clients poll or connect. Most of that is what Django builds
+around a view (the ``HttpRequest``, the middleware chain, the response
+object), which an anonymous client of public topics never reads: the default
+authorization hook allows a public topic to anyone without looking at the
+request, ``SessionUserMiddleware`` only adds a session and a user, and a
+visitor without a session has no user and nothing to revoke. Such requests
+are served by ``handlers.py`` directly, with the functions the views use
+(``params.py``, ``polling.py``, ``streaming.py``), answering exactly as the
+views would.
 
 Only when every part of that holds, checked from the scope before anything
 is done (anything else goes the usual way, which also answers every bad
@@ -17,9 +19,9 @@ request with its 4xx):
 - the server is uvicorn (httptools), where this path was measured;
 - ``EVENTS["AUTHORIZE"]`` is the default hook and ``EVENTS["MIDDLEWARE"]``
   is ``[SessionUserMiddleware]`` or empty: no site code runs for the request;
-- a ``GET`` without a body, with a ``Host`` header ``ALLOWED_HOSTS`` allows
-  and no ``X-Forwarded-Host``; no session cookie;
-- valid ``topic`` and ``since`` parameters, no ``token``, no ``user:`` topic.
+- a ``GET`` without a body, with one ``Host`` header that ``ALLOWED_HOSTS``
+  allows and no ``X-Forwarded-Host``; no session cookie;
+- valid parameters, no ``token``, no ``user:`` topic.
 
 Django's ``request_started`` and ``request_finished`` are sent as for any
 request served by ``handlers.py`` (their trips skipped when they would do
@@ -54,15 +56,26 @@ USUAL_WAY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"x-forw
 ANSWER_HEADERS = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
 
 
-def public_poll(scope: Scope) -> tuple[frozenset[str], str | None] | None:
-    """The topics and ``since`` of an anonymous long-poll on public topics, or None: serve it the usual way."""
+class Public:
+    """An anonymous request on public topics: its parameters (from :func:`public_request`)."""
+
+    __slots__ = ("last_event_id", "query", "topics")
+
+    def __init__(self, query: dict[str, list[str]], topics: frozenset[str], last_event_id: str | None) -> None:
+        self.query = query
+        self.topics = topics
+        self.last_event_id = last_event_id  # the Last-Event-ID header
+
+
+def public_request(scope: Scope) -> Public | None:
+    """The parameters of an anonymous GET on public topics whose site code would not run, or None (the usual way)."""
     if (
         scope["method"] != "GET"
         or conf.AUTHORIZE != DEFAULT_AUTHORIZE
         or conf.MIDDLEWARE not in SESSION_ONLY_MIDDLEWARE
     ):
         return None
-    host = None
+    host = last_event_id = None
     for name, value in scope["headers"]:
         if name == b"host":
             if host is not None:
@@ -71,6 +84,10 @@ def public_poll(scope: Scope) -> tuple[frozenset[str], str | None] | None:
         elif name == b"cookie":
             if settings.SESSION_COOKIE_NAME in parse_cookie(value.decode("latin-1")):
                 return None
+        elif name == b"last-event-id":
+            if last_event_id is not None:
+                return None
+            last_event_id = value.decode("latin-1")
         elif name in USUAL_WAY_HEADERS:
             return None
     if host is None or not params.host_allowed(host.decode("latin-1")):
@@ -80,12 +97,36 @@ def public_poll(scope: Scope) -> tuple[frozenset[str], str | None] | None:
         if "token" in query:
             return None
         topics = params.topics_of(query.get("topic", []))
-        since = params.since_of(query.get("since", []))
     except (params.BadRequest, TooManyFieldsSent, UnicodeDecodeError):
         return None
     if any(topic.startswith(USER_TOPIC_PREFIX) for topic in topics):
         return None
-    return topics, since
+    return Public(query, topics, last_event_id)
+
+
+def public_poll(scope: Scope) -> tuple[frozenset[str], str | None] | None:
+    """The topics and ``since`` of an anonymous long-poll on public topics, or None: serve it the usual way."""
+    public = public_request(scope)
+    if public is None:
+        return None
+    try:
+        return public.topics, params.since_of(public.query.get("since", []))
+    except params.BadRequest:
+        return None
+
+
+def public_stream(scope: Scope) -> tuple[frozenset[str], str | None, bool] | None:
+    """The topics, resume id and ``open_event`` flag of an anonymous stream on public topics, or None."""
+    public = public_request(scope)
+    if public is None:
+        return None
+    query = public.query
+    try:
+        last_event_id = params.last_event_id_of(query.get("last_event_id", []), public.last_event_id)
+        announce = params.flag_of("open_event", query.get("open_event", []))
+    except params.BadRequest:
+        return None
+    return public.topics, last_event_id, announce
 
 
 async def answer_public_poll(topics: frozenset[str], since: str | None, send: Send) -> HttpResponseBase | None:
