@@ -68,28 +68,39 @@ def rounds_of(doc, system, n):
     """The level dicts of ``system`` (one worker, SSE) at ``n``: the main run's, then each repeat's."""
     found = [index(doc).get((system, 1, n))]
     for run in doc.get("repeats") or []:
-        if run["system"] == system:
+        if run["system"] == system and run.get("mode", "sse") == "sse":
             found += [lv for lv in levels_of(run) if lv["n"] == n]
     return [lv for lv in found if lv and not lv.get("error")]
+
+
+def poll_rounds_of(doc, system):
+    """The long-poll rounds of ``system`` (``poll_rounds`` dicts): the main run's, then each repeat's."""
+    found = [poll_index(doc).get(system)]
+    for run in doc.get("repeats") or []:
+        if run["system"] == system and run.get("mode") == "poll":
+            found += levels_of(run)[:1]
+    rounds = [lv.get("poll_rounds") for lv in found if lv and not lv.get("error")]
+    return [r for r in rounds if r and r.get("rounds", 0) > 1 and r.get("server_ms_per_poll") is not None]
+
+
+def median(values):
+    """The median of the values that are not None (None if there are none)."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def median_level(levels):
     """A level dict holding the median of each figure the targets read, over ``levels`` (None if empty)."""
     if not levels:
         return None
-
-    def med(values):
-        values = sorted(v for v in values if v is not None)
-        if not values:
-            return None
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
     return {
-        "fanout_ms": med(lv.get("fanout_ms") for lv in levels),
-        "server_us_per_msg": med(lv.get("server_us_per_msg") for lv in levels),
-        "setup": {"rate_per_s": med(lv.get("setup", {}).get("rate_per_s") for lv in levels)},
-        "rss_per_stream_kb": med(lv.get("rss_per_stream_kb") for lv in levels),
+        "fanout_ms": median(lv.get("fanout_ms") for lv in levels),
+        "server_us_per_msg": median(lv.get("server_us_per_msg") for lv in levels),
+        "setup": {"rate_per_s": median(lv.get("setup", {}).get("rate_per_s") for lv in levels)},
+        "rss_per_stream_kb": median(lv.get("rss_per_stream_kb") for lv in levels),
         "runs": len(levels),
     }
 
@@ -115,6 +126,21 @@ def repeats_section(doc):
                     f"| {system} | {number} | {n:,} | {fmt(lv.get('setup', {}).get('rate_per_s'), 0)} | "
                     f"{fmt(lv.get('fanout_ms'))} | {fmt(lv.get('server_us_per_msg'))} | "
                     f"{fmt(lv.get('rss_per_stream_kb'))} |"
+                )
+    polls = {system: poll_rounds_of(doc, system) for system in ("ours", "nchan")}
+    if any(len(runs) > 1 for runs in polls.values()):
+        rows += [
+            "",
+            "The long-poll target likewise (the long-poll runs come after the stream runs):",
+            "",
+            "| system | run | server ms per answer + re-arm | answered / expected |",
+            "|---|---|---|---|",
+        ]
+        for system, runs in polls.items():
+            for number, r in enumerate(runs, start=1):
+                rows.append(
+                    f"| {system} | {number} | {fmt(r['server_ms_per_poll'], 3)} | "
+                    f"{r.get('answered', 0):,} / {r.get('expected', 0):,} |"
                 )
     return [*rows, ""]
 
@@ -288,15 +314,20 @@ def targets(doc):
     else:
         row("worker threads with 10,000 streams", "≤ 20", "not measured", None)
     p = pidx.get("ours")
-    rounds = p and p.get("poll_rounds")
-    if rounds and rounds.get("rounds", 0) > 1 and rounds.get("server_ms_per_poll") is not None:
-        v = rounds["server_ms_per_poll"]
-        ok = v <= 0.1 and rounds["missing"] == 0
+    ours_polls, nchan_polls = poll_rounds_of(doc, "ours"), poll_rounds_of(doc, "nchan")
+    if p and ours_polls:
+        # The median of the runs (the main one and the repeats); none may lose a poll.
+        v = median(r["server_ms_per_poll"] for r in ours_polls)
+        c = median(r["server_ms_per_poll"] for r in nchan_polls)
+        answered = sum(r["answered"] for r in ours_polls)
+        expected = sum(r["expected"] for r in ours_polls)
+        ok = v <= 0.1 and all(r["missing"] == 0 for r in ours_polls)
         row(
             "long-poll: CPU to answer and re-arm one poll",
-            f"≤ 0.1 ms, {p['n']:,} polls × {rounds['rounds']} rounds, none lost",
-            f"{v:.3f} ms; {rounds['answered']:,}/{rounds['expected']:,} answered",
+            f"≤ 0.1 ms, {p['n']:,} polls × {ours_polls[0]['rounds']} rounds, none lost",
+            f"{v:.3f} ms" + (f" (nchan {c:.3f} ms)" if c is not None else "") + f"; {answered:,}/{expected:,} answered",
             ok,
+            f"median of {len(ours_polls)} runs" if len(ours_polls) > 1 else "",
         )
     else:
         row("long-poll: CPU to answer and re-arm one poll", "≤ 0.1 ms", "not measured", None)

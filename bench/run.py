@@ -847,6 +847,13 @@ def main():
                     continue
                 log(f"=== {s}, 1 worker, long-poll, N={poll_n}")
                 runs.append(run_system(ctx, s, 1, "poll", [poll_n]))
+            # The long-poll target too is the median of the runs: more runs, alternating.
+            for round_number in range(2, repeat + 1):
+                for s in (s for s in ("ours", "nchan") if s in systems):
+                    log(f"=== {s}, 1 worker, long-poll, N={poll_n}: run {round_number} of {repeat}")
+                    rec = run_system(ctx, s, 1, "poll", [poll_n])
+                    rec["round"] = round_number
+                    repeats.append(rec)
         doc = {
             "machine": machine,
             "versions": {

@@ -24,6 +24,7 @@ from events.internals import (
     DJANGO_HANDLER_METHODS,
     DisconnectHook,
     PendingSend,
+    context_is_empty,
     receivers_among,
     request_finished_stock_receivers,
     start_coroutine,
@@ -589,3 +590,28 @@ def test_item_12_the_timestamp_of_a_signed_value_is_where_django_puts_it() -> No
         value = signing.dumps(["a", "b"], salt="x", compress=True)
     assert signing.loads(value, salt="x") == ["a", "b"]
     assert signed_timestamp(value) == at, "django.core.signing changed its layout: update events/internals.py"
+
+
+# asgiref: a Local's values are context variables (item 17) -------------------
+
+
+@pytest.mark.parametrize("setting", ["urlconf", "script prefix", "cache"])
+def test_a_value_djangos_request_finished_resets_is_a_context_variable(setting: str) -> None:
+    import contextvars
+
+    from django.core.cache import caches
+    from django.urls import set_script_prefix, set_urlconf
+
+    def set_and_look() -> tuple[bool, bool]:
+        before = context_is_empty()
+        if setting == "urlconf":
+            set_urlconf("project.urls")
+        elif setting == "script prefix":
+            set_script_prefix("/sub/")
+        else:
+            caches["default"]  # initializes it in this context
+        return before, context_is_empty()
+
+    assert contextvars.Context().run(set_and_look) == (True, False), (
+        f"setting the {setting} set no context variable: asgiref's Local changed (internals item 17)"
+    )

@@ -68,8 +68,16 @@ _SINGLE = SingleNodeBackend()
 _CLUSTER = ClusterBackend()
 
 
+# The URL the backend was last chosen for, and the backend (asked for a few times per request).
+_chosen: tuple[str, Backend] = ("", _SINGLE)
+
+
 def get_backend() -> Backend:
-    return _CLUSTER if is_cluster_url(conf.REDIS_URL) else _SINGLE
+    global _chosen
+    url = conf.REDIS_URL
+    if _chosen[0] is not url:
+        _chosen = (url, _CLUSTER if is_cluster_url(url) else _SINGLE)
+    return _chosen[1]
 
 
 def current_id(topics: Iterable[str] | None = None) -> str:

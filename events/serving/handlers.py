@@ -66,7 +66,7 @@ from ..core.revocations import Access
 from ..http.errors import as_json
 from ..http.polling import LongPollResponse
 from ..http.streaming import EventStreamResponse, open_direct_stream
-from ..internals import DisconnectHook, uvicorn_disconnect_hook
+from ..internals import DisconnectHook, context_is_empty, uvicorn_disconnect_hook
 from . import transport
 from .asgi_types import Receive, Scope, Send
 from .public import answer_public_poll, public_poll, public_stream
@@ -151,7 +151,9 @@ class EventsASGIHandler(ASGIHandler):
         # While a stream is open this frame stays: it keeps nothing it does not need.
         try:
             prefix = get_script_prefix(scope)
-            if django_script_prefix() != (prefix if prefix.endswith("/") else prefix + "/"):
+            # Unset in an empty context ("/"), which is cheaper to know than to read.
+            current = "/" if context_is_empty() else django_script_prefix()
+            if current != (prefix if prefix.endswith("/") else prefix + "/"):
                 set_script_prefix(prefix)
             # Django's two sync calls per request (here and at the end), each
             # sharing its trip to the sync thread with other requests' (sync_trips.py).
@@ -421,7 +423,7 @@ def build_chain(paths: list[str]) -> GetResponse:
     exception_hooks: list[Callable[..., Awaitable[HttpResponseBase | None]]] = []
 
     async def get_view_response(request: HttpRequest) -> HttpResponseBase:
-        if get_urlconf() is not None:
+        if not context_is_empty() and get_urlconf() is not None:
             set_urlconf(None)  # i.e. ROOT_URLCONF (set only if changed: it costs memory per stream)
         match = request.resolver_match
         urlconf = getattr(request, "urlconf", None)

@@ -50,7 +50,7 @@ from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 from django.urls import get_urlconf
 
-from ..internals import receivers_among, request_finished_stock_receivers
+from ..internals import context_is_empty, receivers_among, request_finished_stock_receivers
 
 T = TypeVar("T")
 
@@ -81,10 +81,8 @@ class SyncTrips:
         Call it in the request's own context: that is where the caches and
         the urlconf ``request_finished`` would reset are looked at.
         """
-        idle = (
-            _only_idle(signals.request_finished, sender, request_finished_stock_receivers())
-            and get_urlconf() is None
-            and not caches.all(initialized_only=True)
+        idle = _only_idle(signals.request_finished, sender, request_finished_stock_receivers()) and (
+            context_is_empty() or (get_urlconf() is None and not caches.all(initialized_only=True))
         )
         if not idle:
             await self.call(partial(signals.request_finished.send, sender=sender))
