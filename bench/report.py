@@ -331,14 +331,22 @@ def targets(doc):
         )
     else:
         row("long-poll: CPU to answer and re-arm one poll", "≤ 0.1 ms", "not measured", None)
-    idle = o10 and o10.get("idle")
-    if idle:
-        v = idle["cpu_pct_of_core"]
+    idles = [lv["idle"] for lv in rounds_of(doc, "ours", 10000) if lv.get("idle")]
+    if idles:
+        # The median of the runs that measured it (the main one and the repeats).
+        v = median(idle["cpu_pct_of_core"] for idle in idles)
+        c = median(lv["idle"]["cpu_pct_of_core"] for lv in rounds_of(doc, "nchan", 10000) if lv.get("idle"))
         row(
             "10,000 idle streams: CPU for heartbeats",
             "≤ 1 % of one core",
-            f"{v:.2f} % over {idle['seconds']:.0f} s ({idle['heartbeats_received']:,} heartbeats received)",
+            f"{v:.2f} %"
+            + (f" (nchan {c:.2f} %)" if c is not None else "")
+            + f" over {idles[0]['seconds']:.0f} s; runs: "
+            + ", ".join(
+                f"{idle['cpu_pct_of_core']:.2f} % ({idle['heartbeats_received']:,} heartbeats)" for idle in idles
+            ),
             v <= 1,
+            f"median of {len(idles)} runs" if len(idles) > 1 else "",
         )
     else:
         row("10,000 idle streams: CPU for heartbeats", "≤ 1 % of one core", "not measured", None)

@@ -824,14 +824,12 @@ def main():
         # the run above; the others alternate ours and nchan, one worker.
         repeat = args.repeat or (3 if standard else 1)
         repeats = []
-        idle_seconds, ctx.idle_seconds = ctx.idle_seconds, 0
         for round_number in range(2, repeat + 1):
             for s in (s for s in ("ours", "nchan") if s in systems):
                 log(f"=== {s}, 1 worker, SSE, N={REPEAT_LEVELS}: run {round_number} of {repeat}")
                 rec = run_system(ctx, s, 1, "sse", REPEAT_LEVELS)
                 rec["round"] = round_number
                 repeats.append(rec)
-        ctx.idle_seconds = idle_seconds
         if not args.no_poll:
             for s in systems:
                 if s == "eventstream":
