@@ -21,7 +21,7 @@ import pytest
 from events import apublish
 
 from .conftest import SERVER_ENV
-from .servers import free_port, start_uvicorn, wait_for
+from .servers import free_port, metric, start_uvicorn, wait_for
 from .sse import open_raw_stream, open_stream, stop_and_read_to_end
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,6 +80,9 @@ async def test_streams_poll_and_prompt_clean_shutdown(
             poll = await client.get(f"{srv.url}/events/poll/?topic={topic}&since={event_id}")
             assert poll.status_code == 200, poll.text
             assert poll.json() == {"events": [], "last_id": event_id}
+        # Served without a Django request only where that was measured: uvicorn's httptools.
+        direct = [metric(srv, f"events_{kind}_direct_total") for kind in ("streams", "polls")]
+        assert direct == ([1, 1] if name in ("uvicorn", "gunicorn") else [0, 0])
 
         streams = [await open_raw_stream(f"{srv.url}/events/stream/?topic={topic}") for _ in range(STREAMS)]
         try:

@@ -66,7 +66,7 @@ from ..core.revocations import Access
 from ..http.errors import as_json
 from ..http.polling import LongPollResponse
 from ..http.streaming import EventStreamResponse, open_direct_stream
-from ..internals import DisconnectHook, context_is_empty, uvicorn_disconnect_hook
+from ..internals import DisconnectHook, context_is_empty, uvicorn_disconnect_hook, uvicorn_httptools_cycle
 from . import transport
 from .asgi_types import Receive, Scope, Send
 from .public import answer_public_poll, public_poll, public_stream
@@ -122,7 +122,11 @@ class EventsASGIHandler(ASGIHandler):
             scope[SERVED_KEY] = True
             match = lean_match(settings.ROOT_URLCONF, path_info(scope))
             if match is not None:
+                # Anonymous clients of public topics, under uvicorn's httptools
+                # (where this was measured): served without a Django request.
                 served_directly = getattr(match.func, "events_public", None)
+                if served_directly is not None and uvicorn_httptools_cycle(send) is None:
+                    served_directly = None
                 if served_directly == "poll":
                     poll = public_poll(scope)
                     if poll is not None:
@@ -228,11 +232,11 @@ class EventsASGIHandler(ASGIHandler):
         topics: frozenset[str],
         since: str | None,
     ) -> None:
-        """Serve an anonymous long-poll on public topics without a Django request (``public_poll.py``)."""
+        """Serve an anonymous long-poll on public topics without a Django request (``public.py``)."""
         task = asyncio.current_task()
         assert task is not None
         hook = uvicorn_disconnect_hook(send, task)
-        if hook is None:  # not uvicorn's httptools, where this path was measured
+        if hook is None:  # only if uvicorn changed (internals item 14): the usual way
             await self.serve_lean(scope, receive, send, match)
             return
         trips = sync_trips()
@@ -273,7 +277,7 @@ class EventsASGIHandler(ASGIHandler):
         task = asyncio.current_task()
         assert task is not None
         hook = uvicorn_disconnect_hook(send, task) if abort is not None else None
-        if hook is None:  # not uvicorn's httptools, where this path was measured
+        if hook is None:  # only if uvicorn changed (internals items 13, 14): the usual way
             await self.serve_lean(scope, receive, send, match)
             return
         trips = sync_trips()
