@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from typing import Any, NamedTuple
 
 from django.http import JsonResponse
 
@@ -40,6 +41,9 @@ from .direct import DirectResponse
 from .errors import unavailable
 
 logger = logging.getLogger(__name__)
+
+# A long-poll answer's headers, however it is sent.
+ANSWER_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 
 # Events in one long-poll answer, at most: a client that missed more gets
 # the oldest ones and continues from the answer's ``last_id``.
@@ -154,6 +158,13 @@ class WaitingPoll:
         get_hub().detach(self.client)
 
 
+class PollAnswer(NamedTuple):
+    """A long-poll's answer for the events handler to send: its start message and its body, or the poll to wait for."""
+
+    start: dict[str, Any]
+    body: bytes | WaitingPoll
+
+
 class LongPollResponse(DirectResponse):
     """The JSON answer of a :class:`WaitingPoll`: a body of one chunk, known once events come or the poll times out.
 
@@ -164,9 +175,8 @@ class LongPollResponse(DirectResponse):
     """
 
     def __init__(self, poll: WaitingPoll) -> None:
-        super().__init__(poll.body(), content_type="application/json")
+        super().__init__(poll.body(), headers=dict(ANSWER_HEADERS))
         self.poll = poll
-        self["Cache-Control"] = "no-store"
 
     def close(self) -> None:
         # Django closes every response at the end of its request, sent or

@@ -28,7 +28,7 @@ from ..serving.handlers import thread_lean, warn_unless_events_handler
 from ..tokens import InvalidToken, read_token
 from . import params
 from .errors import error
-from .polling import POLL_REFUSALS, LongPollResponse, open_poll, poll_refused
+from .polling import ANSWER_HEADERS, POLL_REFUSALS, LongPollResponse, open_poll, poll_refused
 from .streaming import EventStreamResponse
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,7 @@ async def poll(request: HttpRequest, topics: frozenset[str], since: str | None, 
         return poll_refused(exc)
     if isinstance(poll, bytes):
         # Events were there already: the answer is known now.
-        response = HttpResponse(poll, content_type="application/json")
-        response["Cache-Control"] = "no-store"
-        return response
+        return HttpResponse(poll, headers=dict(ANSWER_HEADERS))
     # Nothing yet: the view returns, and the answer is sent when it comes.
     return LongPollResponse(poll)
 

@@ -45,7 +45,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -60,21 +60,21 @@ from django.urls import get_script_prefix as django_script_prefix
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
-from .. import metrics
 from ..conf import conf
-from ..core.revocations import Access
 from ..http.errors import as_json
-from ..http.polling import LongPollResponse
-from ..http.streaming import EventStreamResponse, open_direct_stream
+from ..http.polling import LongPollResponse, PollAnswer
+from ..http.streaming import DirectStream, EventStreamResponse
 from ..internals import DisconnectHook, context_is_empty, uvicorn_disconnect_hook, uvicorn_httptools_cycle
 from . import transport
 from .asgi_types import Receive, Scope, Send
-from .public import answer_public_poll, public_poll, public_stream
+from .public import open_public_poll, open_public_stream, public_poll, public_stream
 from .sync_trips import sync_trips
 
 logger = logging.getLogger(__name__)
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+# Opens an anonymous request on public topics without a Django request (public.py), given ``send``.
+PublicOpener = Callable[[Send], Awaitable[HttpResponseBase | PollAnswer | DirectStream]]
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
@@ -125,79 +125,75 @@ class EventsASGIHandler(ASGIHandler):
                 # Anonymous clients of public topics, under uvicorn's httptools
                 # (where this was measured): served without a Django request.
                 served_directly = getattr(match.func, "events_public", None)
-                if served_directly is not None and uvicorn_httptools_cycle(send) is None:
-                    served_directly = None
-                if served_directly == "poll":
-                    poll = public_poll(scope)
-                    if poll is not None:
-                        return self.serve_public_poll(scope, receive, send, match, *poll)
-                elif served_directly == "stream":
-                    stream = public_stream(scope)
-                    if stream is not None:
-                        return self.serve_public_stream(scope, receive, send, match, *stream)
+                if served_directly is not None and uvicorn_httptools_cycle(send) is not None:
+                    if served_directly == "poll" and (poll := public_poll(scope)) is not None:
+                        return self.serve_lean(scope, receive, send, match, partial(open_public_poll, *poll))
+                    if served_directly == "stream" and (stream := public_stream(scope)) is not None:
+                        return self.serve_lean(scope, receive, send, match, partial(open_public_stream, *stream))
                 return self.serve_lean(scope, receive, send, match)
         return super().__call__(scope, receive, send)
 
     markcoroutinefunction(__call__)
 
-    async def serve_lean(self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch) -> None:
-        """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own."""
-        if has_body(scope):
-            # Refused before a byte of it is read: Django's read_body would
-            # spool any size to disk first (a GET with Content-Length: 2 GiB).
-            await send_refusal(send)
-            return
-        body_file: Any
-        try:
-            body_file = await read_empty_body(receive)
-        except RequestAborted:
-            return
+    async def serve_lean(
+        self, scope: Scope, receive: Receive, send: Send, match: ResolverMatch, public: PublicOpener | None = None
+    ) -> None:
+        """Serve one request as ``ASGIHandler.handle`` does, in this task, without a thread of its own.
+
+        ``public``: an anonymous request on public topics (``public.py``),
+        opened without a Django request, middleware or view (it has no body
+        and needs no script prefix), then sent as the view's answer would be.
+        """
+        body_file: Any = None
+        if public is None:
+            if has_body(scope):
+                # Refused before a byte of it is read: Django's read_body would
+                # spool any size to disk first (a GET with Content-Length: 2 GiB).
+                await send_refusal(send)
+                return
+            try:
+                body_file = await read_empty_body(receive)
+            except RequestAborted:
+                return
         # While a stream is open this frame stays: it keeps nothing it does not need.
         try:
-            prefix = get_script_prefix(scope)
-            # Unset in an empty context ("/"), which is cheaper to know than to read.
-            current = "/" if context_is_empty() else django_script_prefix()
-            if current != (prefix if prefix.endswith("/") else prefix + "/"):
-                set_script_prefix(prefix)
+            if public is None:
+                prefix = get_script_prefix(scope)
+                # Unset in an empty context ("/"), which is cheaper to know than to read.
+                current = "/" if context_is_empty() else django_script_prefix()
+                if current != (prefix if prefix.endswith("/") else prefix + "/"):
+                    set_script_prefix(prefix)
             # Django's two sync calls per request (here and at the end), each
             # sharing its trip to the sync thread with other requests' (sync_trips.py).
             trips = sync_trips()
             await trips.request_started(self.__class__, scope)
-            request, response = self.create_request(scope, body_file)
             task = asyncio.current_task()
             assert task is not None
             watcher = watch_disconnect(receive, send, task)
+            response: HttpResponseBase | None = None
             try:
-                if request is not None:
-                    request.resolver_match = match
-                    response = await self.lean_chain(request)
-                    # Not needed while streaming: let it (and its META) go.
-                    request.close()
-                    request = None
-                body_file.close()
-                body_file = None
-                assert response is not None
-                # The event endpoints answer errors in JSON, whoever made the error.
-                response = as_json(response)
-                # Only under uvicorn's own send (no ASGI middleware wrapping it):
-                # after the write timeout its connection is aborted, and the hub
-                # may write frames from its own task (transport.py).
-                abort = transport.aborter(send) if isinstance(response, EventStreamResponse) else None
-                if isinstance(response, EventStreamResponse) and abort is not None:
-                    response.subscriber.abort = abort
-                if isinstance(response, LongPollResponse) and response.can_send_directly:
-                    # The answer comes with the next events: wait in this frame
-                    # alone, the request, middleware and response let go of
-                    # (polling.py), then send it in one piece.
-                    poll, start, response = response.poll, response.start_message(), None
-                    body = await poll.answer()  # detaches the poll, whatever happens
+                # What to send: a response for Django to send, or, sent from
+                # here, a long-poll's answer or a stream.
+                opened: HttpResponseBase | PollAnswer | DirectStream | None
+                if public is None:
+                    opened = await self.respond(scope, send, match, body_file)
+                    body_file = None  # closed by respond()
+                else:
+                    opened, public = await public(send), None  # the opener is not kept while streaming
+                    if isinstance(opened, HttpResponseBase):  # a refusal (the view's chain logs its own)
+                        await log_error(opened, scope["path"])
+                response = opened if isinstance(opened, HttpResponseBase) else None
+                if isinstance(opened, PollAnswer):
+                    # Waited for in this frame alone (the request, middleware
+                    # and response let go of: polling.py), then sent in one piece.
+                    start, poll = opened
+                    opened = None
+                    body = poll if isinstance(poll, bytes) else await poll.answer()  # answer() detaches it
                     start["headers"].append((b"Content-Length", str(len(body)).encode()))
                     await send(start)
                     await send({"type": "http.response.body", "body": body, "more_body": False})
-                elif isinstance(response, EventStreamResponse) and abort is not None and response.can_send_directly:
-                    # Nor is the response: closing it would only send
-                    # request_finished (below), its one closer (request.close) ran.
-                    stream, response = response.direct(), None
+                elif isinstance(opened, DirectStream):
+                    stream, opened = opened, None
                     await send(stream.take_start())
                     stream.attach(send)
                     async with aclosing(stream.stream) as chunks:
@@ -223,85 +219,36 @@ class EventsASGIHandler(ASGIHandler):
         else:
             await trips.call(response.close)  # sends request_finished
 
-    async def serve_public_poll(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        match: ResolverMatch,
-        topics: frozenset[str],
-        since: str | None,
-    ) -> None:
-        """Serve an anonymous long-poll on public topics without a Django request (``public.py``)."""
-        task = asyncio.current_task()
-        assert task is not None
-        hook = uvicorn_disconnect_hook(send, task)
-        if hook is None:  # only if uvicorn changed (internals item 14): the usual way
-            await self.serve_lean(scope, receive, send, match)
-            return
-        trips = sync_trips()
-        await trips.request_started(self.__class__, scope)
-        response = None
-        try:
-            response = await answer_public_poll(topics, since, send)
-            if response is not None:
-                await log_error(response, scope["path"])
-                await self.send_response(response, send)  # type: ignore[arg-type]  # see __call__
-        except asyncio.CancelledError:
-            # The client went away: end quietly, as Django's handler does.
-            if hasattr(task, "uncancel"):  # Python >= 3.11
-                task.uncancel()
-        finally:
-            hook.stop()
-        if response is None:
-            await trips.request_finished(self.__class__)
-        else:
-            await trips.call(response.close)  # sends request_finished
+    async def respond(
+        self, scope: Scope, send: Send, match: ResolverMatch, body_file: Any
+    ) -> HttpResponseBase | PollAnswer | DirectStream:
+        """The request through the middleware chain and the view: the response, or what of it to send directly.
 
-    async def serve_public_stream(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        match: ResolverMatch,
-        topics: frozenset[str],
-        last_event_id: str | None,
-        announce: bool,
-    ) -> None:
-        """Serve an anonymous stream on public topics without a Django request (``public.py``).
-
-        Sent as :meth:`serve_lean` sends a stream, from this frame alone (it
-        stays while the stream is open, so the sending is not a method of its own).
+        A waiting long-poll's answer and a stream are sent by :meth:`serve_lean`
+        without their response object, which is not kept (nor is the request):
+        closing it would only send ``request_finished``, which serve_lean does.
         """
-        abort = transport.aborter(send)
-        task = asyncio.current_task()
-        assert task is not None
-        hook = uvicorn_disconnect_hook(send, task) if abort is not None else None
-        if hook is None:  # only if uvicorn changed (internals items 13, 14): the usual way
-            await self.serve_lean(scope, receive, send, match)
-            return
-        trips = sync_trips()
-        await trips.request_started(self.__class__, scope)
-        metrics.STREAMS_DIRECT.inc()
-        access = Access(checked_at=asyncio.get_running_loop().time())
-        stream = open_direct_stream(topics, last_event_id, access, announce=announce)
-        stream.subscriber.abort = abort
-        try:
-            await send(stream.take_start())
-            stream.attach(send)
-            async with aclosing(stream.stream) as chunks:
-                async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    # Not kept while waiting for the next (a replay batch is up to 1 MiB).
-                    del chunk
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            # The client went away, or a stuck stream was given up: end quietly.
-            if hasattr(task, "uncancel"):  # Python >= 3.11
-                task.uncancel()
-        finally:
-            hook.stop()
-        await trips.request_finished(self.__class__)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            request.resolver_match = match
+            response = await self.lean_chain(request)
+            # Not needed while streaming: let it (and its META) go.
+            request.close()
+        body_file.close()
+        assert response is not None
+        # The event endpoints answer errors in JSON, whoever made the error.
+        response = as_json(response)
+        if isinstance(response, LongPollResponse) and response.can_send_directly:
+            return PollAnswer(response.start_message(), response.poll)
+        # Only under uvicorn's own send (no ASGI middleware wrapping it):
+        # after the write timeout its connection is aborted, and the hub may
+        # write frames from its own task (transport.py).
+        abort = transport.aborter(send) if isinstance(response, EventStreamResponse) else None
+        if isinstance(response, EventStreamResponse) and abort is not None:
+            response.subscriber.abort = abort
+            if response.can_send_directly:
+                return response.direct()
+        return response
 
 
 async def log_error(response: HttpResponseBase, path: str, request: HttpRequest | None = None) -> None:

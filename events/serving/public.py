@@ -31,7 +31,6 @@ nothing there, ``sync_trips.py``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
@@ -43,7 +42,9 @@ from ..authorization import USER_TOPIC_PREFIX
 from ..conf import conf
 from ..core.revocations import Access
 from ..http import params
-from ..http.polling import POLL_REFUSALS, open_poll, poll_refused
+from ..http.polling import ANSWER_HEADERS, POLL_REFUSALS, PollAnswer, open_poll, poll_refused
+from ..http.streaming import DirectStream, open_direct_stream
+from . import transport
 from .asgi_types import Scope, Send
 
 DEFAULT_AUTHORIZE = "events.authorization.default_authorize"
@@ -53,7 +54,8 @@ SESSION_ONLY_MIDDLEWARE: tuple[list[str], ...] = (["events.middleware.SessionUse
 # Request headers that send a request the usual way (a body, or a host Django finds elsewhere).
 USUAL_WAY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"x-forwarded-host"})
 
-ANSWER_HEADERS = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
+# The long-poll answer's headers, as the start message carries them.
+START_HEADERS = tuple((name.encode(), value.encode()) for name, value in ANSWER_HEADERS)
 
 
 class Public:
@@ -129,16 +131,23 @@ def public_stream(scope: Scope) -> tuple[frozenset[str], str | None, bool] | Non
     return public.topics, last_event_id, announce
 
 
-async def answer_public_poll(topics: frozenset[str], since: str | None, send: Send) -> HttpResponseBase | None:
-    """Open the poll and send its answer; None when sent, else the error response to send the usual way."""
+async def open_public_poll(topics: frozenset[str], since: str | None, send: Send) -> PollAnswer | HttpResponseBase:
+    """Open the poll as the view does: its answer to send (or to wait for), or the view's 503."""
     metrics.POLLS_DIRECT.inc()
     access = Access(checked_at=asyncio.get_running_loop().time())
     try:
         poll = await open_poll(topics, since, access)
     except POLL_REFUSALS as exc:
         return poll_refused(exc)
-    body = poll if isinstance(poll, bytes) else await poll.answer()  # answer() detaches the poll
-    headers: list[Any] = [*ANSWER_HEADERS, (b"Content-Length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-    return None
+    return PollAnswer({"type": "http.response.start", "status": 200, "headers": [*START_HEADERS]}, poll)
+
+
+async def open_public_stream(
+    topics: frozenset[str], last_event_id: str | None, announce: bool, send: Send
+) -> DirectStream:
+    """Open the stream as the view does, to be sent directly (under uvicorn's httptools, so it can be aborted)."""
+    metrics.STREAMS_DIRECT.inc()
+    access = Access(checked_at=asyncio.get_running_loop().time())
+    stream = open_direct_stream(topics, last_event_id, access, announce=announce)
+    stream.subscriber.abort = transport.aborter(send)
+    return stream
